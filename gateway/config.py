@@ -1,0 +1,310 @@
+"""Configuration as data: one pydantic-settings model, read from TOML, environment and CLI.
+
+Precedence, highest first: `--set key.path=value` flags, `EDGE_GATEWAY_*` environment variables
+(nested keys joined with `__`, e.g. `EDGE_GATEWAY_MQTT__PORT=1884`), the TOML file, defaults.
+Secrets are `SecretStr`, so every dump masks them; a `*_file` twin reads them from a file, and a
+bare file name is looked up in systemd's `$CREDENTIALS_DIRECTORY` first.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "EDGE_GATEWAY_"
+DEFAULT_CONFIG_PATHS = (Path("/etc/edge-gateway/gateway.toml"),)
+
+Port = Annotated[int, Field(ge=1, le=65_535)]
+TopicTemplate = Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class Section(BaseModel):
+    """Every section refuses unknown keys: a misspelt option is an error, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def read_secret_file(path: Path) -> SecretStr:
+    """Read a secret file; a bare name resolves inside systemd's credentials directory."""
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds and not path.is_absolute() and (Path(creds) / path).exists():
+        path = Path(creds) / path
+    return SecretStr(path.read_text(encoding="utf-8").rstrip("\r\n"))
+
+
+class TlsConfig(Section):
+    enabled: bool = Field(default=False, description="Connect with TLS.")
+    ca_file: Path | None = Field(default=None, description="CA bundle; system store when unset.")
+    cert_file: Path | None = Field(default=None, description="Client certificate (mutual TLS).")
+    key_file: Path | None = Field(default=None, description="Client private key (mutual TLS).")
+
+
+class MqttConfig(Section):
+    enabled: bool = True
+    host: str = Field(default="127.0.0.1", description="Broker host name or address.")
+    port: Port = 1883
+    protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT protocol version.")
+    client_id: str = Field(
+        default="",
+        max_length=128,
+        description="Stable client id of the persistent session; default edge-gateway-{instance}.",
+    )
+    session_expiry_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=0,
+        description="How long the broker keeps our session (queued questions) while we are down.",
+    )
+    keepalive_s: int = Field(default=30, ge=5, le=65_535)
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = Field(
+        default=None, description="Read the password from this file (or systemd credential)."
+    )
+    tls: TlsConfig = TlsConfig()
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    question_topic: TopicTemplate = Field(
+        default="edge/{site}/terminal/+/question",
+        description="Subscription for questions; the single `+` level is the terminal id.",
+    )
+    answer_topic: TopicTemplate = Field(
+        default="edge/{site}/terminal/{terminal_id}/answer",
+        description=(
+            "Where answers go when the question has no MQTT 5 response topic. A response topic is "
+            "accepted only if it is this topic or below it."
+        ),
+    )
+    status_topic: TopicTemplate = "edge/{site}/gateway/{instance}/status"
+    health_topic: TopicTemplate = "edge/{site}/gateway/{instance}/health"
+
+    @model_validator(mode="after")
+    def _one_terminal_wildcard(self) -> MqttConfig:
+        levels = self.question_topic.split("/")
+        if levels.count("+") != 1 or "#" in levels:
+            raise ValueError("question_topic must contain exactly one '+' level (the terminal id)")
+        if "{terminal_id}" not in self.answer_topic:
+            raise ValueError("answer_topic must contain {terminal_id}")
+        return self
+
+    def resolved_password(self) -> SecretStr | None:
+        if self.password_file is not None:
+            return read_secret_file(self.password_file)
+        return self.password
+
+
+class JournalConfig(Section):
+    path: Path = Field(default=Path("journal.sqlite3"), description="Relative to data_dir.")
+    retention_h: float = Field(
+        default=72.0, gt=0, description="Answered questions are kept this long for deduplication."
+    )
+    synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description="FULL survives power loss; NORMAL only process crashes, and is faster.",
+    )
+
+
+class KnowledgeBaseConfig(Section):
+    path: Path = Field(default=Path("kb.sqlite3"), description="Relative to data_dir.")
+    embedding_model: Path | None = Field(
+        default=None,
+        description=(
+            "A GGUF embedding model. Unset: all-MiniLM-L6-v2 from the bundled package, converted "
+            "to GGUF once into cache_dir."
+        ),
+    )
+    chunk_chars: int = Field(default=1_200, ge=200, le=8_000)
+    chunk_overlap_chars: int = Field(default=150, ge=0, le=2_000)
+    top_k: int = Field(default=4, ge=1, le=16)
+    similarity_threshold: float = Field(
+        default=0.35,
+        ge=-1.0,
+        le=1.0,
+        description=(
+            "Below this best cosine similarity the fallback is sent and the model is not asked. "
+            "Calibrated for all-MiniLM-L6-v2; rerun `edge-gateway kb calibrate` for another model."
+        ),
+    )
+    fallback_text: str = Field(
+        default="I could not find this in the plant documentation. Please contact technical support.",
+        min_length=1,
+        max_length=2_000,
+    )
+
+
+class WorkerConfig(Section):
+    model_path: Path | None = Field(
+        default=None,
+        description="A GGUF generation model. Unset: SmolLM2-135M-Instruct from the bundled package.",
+    )
+    n_ctx: int = Field(default=2_048, ge=256, le=131_072, description="Context window in tokens.")
+    n_threads: int = Field(
+        default=0, ge=0, le=256, description="Inference threads; 0 means all available cores."
+    )
+    flash_attn: bool = True
+    max_tokens: int = Field(default=192, ge=1, le=8_192)
+    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    request_timeout_s: float = Field(default=60.0, gt=0)
+    start_timeout_s: float = Field(default=60.0, gt=0)
+    memory_limit_mb: int = Field(
+        default=1_024, ge=64, description="Hard memory limit of the worker (cgroup or RLIMIT_AS)."
+    )
+    cpu_quota_percent: int = Field(
+        default=0, ge=0, description="CPU quota in percent of one core (200 = two cores); 0 = none."
+    )
+    restart_budget: int = Field(
+        default=5, ge=0, description="Restarts allowed within restart_window_s before `degraded`."
+    )
+    restart_window_s: float = Field(default=300.0, gt=0)
+    restart_backoff_s: float = Field(default=0.5, ge=0)
+    cgroup_parent: Path | None = Field(
+        default=None,
+        description="A writable cgroup directory to create the worker's group in; auto when unset.",
+    )
+
+
+class QueueConfig(Section):
+    max_depth: int = Field(
+        default=64, ge=1, le=100_000, description="Questions waiting; past this the asker gets busy."
+    )
+
+
+class LimitsConfig(Section):
+    max_payload_bytes: int = Field(
+        default=16_384, ge=256, le=1_048_576, description="Checked before any parsing."
+    )
+    max_json_depth: int = Field(default=8, ge=2, le=64)
+
+
+class HealthConfig(Section):
+    interval_s: float = Field(default=15.0, gt=0)
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: console on a TTY, JSON lines otherwise."
+    )
+
+
+class Settings(BaseSettings):
+    """The whole gateway configuration. See configs/gateway.toml for a commented copy."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    site: str = Field(default="plant1", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=64)
+    instance: str = Field(
+        default="gw1",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+        max_length=64,
+        description="Names this box on status/health topics and in its MQTT client id.",
+    )
+    data_dir: Path = Field(default=Path("/var/lib/edge-gateway"))
+    cache_dir: Path = Field(default=Path("/var/cache/edge-gateway"))
+    mqtt: MqttConfig = MqttConfig()
+    journal: JournalConfig = JournalConfig()
+    kb: KnowledgeBaseConfig = KnowledgeBaseConfig()
+    worker: WorkerConfig = WorkerConfig()
+    queue: QueueConfig = QueueConfig()
+    limits: LimitsConfig = LimitsConfig()
+    health: HealthConfig = HealthConfig()
+    log: LogConfig = LogConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = _CONFIG_FILE.get("path")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    def path_in_data(self, path: Path) -> Path:
+        return path if path.is_absolute() else self.data_dir / path
+
+    @property
+    def journal_path(self) -> Path:
+        return self.path_in_data(self.journal.path)
+
+    @property
+    def kb_path(self) -> Path:
+        return self.path_in_data(self.kb.path)
+
+    @property
+    def mqtt_client_id(self) -> str:
+        return self.mqtt.client_id or f"edge-gateway-{self.instance}"
+
+    def topic(self, template: str, **values: str) -> str:
+        return template.format(site=self.site, instance=self.instance, **values)
+
+
+_CONFIG_FILE: dict[str, Path | None] = {"path": None}
+
+
+class ConfigFileError(Exception):
+    """The configuration file named on the command line cannot be read."""
+
+
+def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build settings from a TOML file (explicit, or the default path if present), env and overrides.
+
+    Raises pydantic.ValidationError with every error and its key path, or ConfigFileError.
+    """
+    path = config_file
+    if path is None:
+        path = next((p for p in DEFAULT_CONFIG_PATHS if p.exists()), None)
+    elif not path.is_file():
+        raise ConfigFileError(f"configuration file not found: {path}")
+    _CONFIG_FILE["path"] = path
+    try:
+        return Settings(**(overrides or {}))
+    finally:
+        _CONFIG_FILE["path"] = None
+
+
+def parse_override(assignment: str) -> dict[str, Any]:
+    """Turn `mqtt.port=1884` into `{"mqtt": {"port": "1884"}}` (pydantic converts the value)."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"expected KEY.PATH=VALUE, got {assignment!r}")
+    result: dict[str, Any] = {}
+    node = result
+    parts = [p.strip() for p in key.split(".")]
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return result
+
+
+def merge_overrides(assignments: list[str]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for assignment in assignments:
+        _deep_merge(merged, parse_override(assignment))
+    return merged
+
+
+def _deep_merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value

@@ -1,0 +1,58 @@
+"""What the gateway sends back: a grounded answer with the document sections it came from."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, NonNegativeFloat, NonNegativeInt
+
+from models.base import SCHEMA_VERSION, Identifier, ShortText, WireModel
+
+Score = Annotated[float, Field(ge=-1.0, le=1.0, allow_inf_nan=False)]
+
+
+class Source(WireModel):
+    """One knowledge-base chunk the answer was grounded on."""
+
+    document: Annotated[str, Field(max_length=1024)] = Field(
+        description="Path of the document, relative to the knowledge-base root it was ingested from."
+    )
+    section: ShortText = Field(default="", description="Heading path or CSV record key.")
+    page: NonNegativeInt | None = Field(default=None, description="1-based page (PDF only).")
+    score: Score = Field(description="Cosine similarity of the chunk to the question (-1..1).")
+    chunk_id: NonNegativeInt = Field(description="Stable id of the chunk in the knowledge base.")
+
+
+class Usage(WireModel):
+    """Token counts of the model call (zero when the model was not called)."""
+
+    prompt_tokens: NonNegativeInt = 0
+    completion_tokens: NonNegativeInt = 0
+
+
+class Latency(WireModel):
+    """Where the time went, in milliseconds, measured inside the gateway."""
+
+    queue_ms: NonNegativeFloat = Field(description="From receipt to the start of processing.")
+    retrieve_ms: NonNegativeFloat = Field(description="Embedding and hybrid search.")
+    generate_ms: NonNegativeFloat = Field(description="Model time, zero for fallbacks.")
+    total_ms: NonNegativeFloat = Field(description="From receipt to the answer being ready.")
+
+
+class Answer(WireModel):
+    """The authoritative answer to one question."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    kind: Literal["answer"] = "answer"
+    question_id: Identifier = Field(description="The question's id (its own or the derived one).")
+    terminal_id: Identifier
+    text: Annotated[str, Field(max_length=32_768)]
+    sources: tuple[Source, ...] = Field(default=(), max_length=32)
+    fallback: bool = Field(
+        description="True when the knowledge base had nothing close enough and the model was not asked."
+    )
+    model: ShortText = Field(description="Generation model that wrote the text (empty for fallbacks).")
+    usage: Usage = Usage()
+    latency: Latency
+    answered_at: datetime

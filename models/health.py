@@ -1,0 +1,101 @@
+"""The retained health and status messages an operator's dashboard reads."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field, NonNegativeFloat, NonNegativeInt
+
+from models.base import SCHEMA_VERSION, Identifier, ShortText, WireModel
+
+Percent = Annotated[float, Field(ge=0.0, le=100.0)]
+
+
+class GatewayState(StrEnum):
+    """`degraded`: the worker's restart budget is spent; questions get fallbacks or errors."""
+
+    ONLINE = "online"
+    DEGRADED = "degraded"
+    OFFLINE = "offline"
+
+
+class Status(WireModel):
+    """Retained on the status topic; the broker publishes the offline form as our Last Will."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    instance: Identifier
+    state: GatewayState
+    since: datetime | None = None
+
+
+class SystemHealth(WireModel):
+    cpu_percent: Percent
+    memory_percent: Percent
+    memory_available_bytes: NonNegativeInt
+    disk_percent: Percent = Field(description="Use of the filesystem holding the data directory.")
+    temperature_c: float | None = Field(default=None, description="Null where the board has none.")
+    load_1m: NonNegativeFloat
+
+
+class ProcessHealth(WireModel):
+    pid: NonNegativeInt
+    rss_bytes: NonNegativeInt
+    cpu_percent: NonNegativeFloat
+    open_fds: NonNegativeInt
+
+
+class WorkerHealth(WireModel):
+    state: ShortText = Field(description="starting, ready, restarting, failed or stopped.")
+    pid: NonNegativeInt | None
+    rss_bytes: NonNegativeInt | None
+    confinement: ShortText = Field(description="cgroup-v2, cgroup-v1, rlimit or none.")
+    memory_limit_bytes: NonNegativeInt | None
+    restarts: NonNegativeInt
+    oom_kills: NonNegativeInt
+    model: ShortText
+
+
+class Counters(WireModel):
+    received: NonNegativeInt = 0
+    answered: NonNegativeInt = 0
+    fallback: NonNegativeInt = 0
+    failed: NonNegativeInt = 0
+    busy: NonNegativeInt = 0
+    expired: NonNegativeInt = 0
+    duplicate: NonNegativeInt = 0
+    rejected: NonNegativeInt = 0
+
+
+class LatencySummary(WireModel):
+    p50_ms: NonNegativeFloat | None
+    p95_ms: NonNegativeFloat | None
+    samples: NonNegativeInt
+
+
+class BusHealth(WireModel):
+    connected: bool
+    reconnects: NonNegativeInt
+    last_error: ShortText | None = None
+
+
+class Health(WireModel):
+    """Published retained every `health.interval_s` seconds."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    instance: Identifier
+    state: GatewayState
+    uptime_s: NonNegativeFloat
+    system: SystemHealth
+    process: ProcessHealth
+    worker: WorkerHealth
+    queue_depth: NonNegativeInt
+    queue_capacity: NonNegativeInt
+    counters: Counters
+    latency: LatencySummary
+    tokens_per_s: NonNegativeFloat | None
+    event_loop_lag_ms: NonNegativeFloat
+    buses: dict[Identifier, BusHealth]
+    kb_chunks: NonNegativeInt
+    generated_at: datetime

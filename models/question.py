@@ -1,0 +1,41 @@
+"""What a terminal sends: one question, in its own words."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from models.base import SCHEMA_VERSION, Identifier, WireModel
+
+MAX_QUESTION_CHARS = 2_000
+
+QuestionText = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_QUESTION_CHARS, strip_whitespace=True)
+]
+
+
+class Question(WireModel):
+    """A terminal's question.
+
+    The terminal id is not in the payload: it is taken from the topic or subject the question
+    arrived on, which the broker's ACL ties to the terminal's credentials. A payload cannot claim
+    to be another terminal.
+    """
+
+    schema_version: Literal[1] = Field(
+        default=SCHEMA_VERSION, description="Wire contract version; 1 today."
+    )
+    id: Identifier | None = Field(
+        default=None,
+        description=(
+            "The terminal's own id for this question. A redelivered question with the same id is "
+            "answered once, from the stored answer. When absent, the MQTT 5 correlation data or, "
+            "failing that, a hash of the payload stands in."
+        ),
+    )
+    text: QuestionText = Field(description="The question, 1 to 2000 characters.")
+    stream: bool = Field(
+        default=False,
+        description="Ask for partial answers on the partial-answer topic while generating.",
+    )
