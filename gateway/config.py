@@ -70,8 +70,13 @@ class MqttConfig(Section):
         default=None, description="Read the password from this file (or systemd credential)."
     )
     tls: TlsConfig = TlsConfig()
-    reconnect_min_s: float = Field(default=0.5, gt=0)
-    reconnect_max_s: float = Field(default=30.0, gt=0)
+    reconnect_min_s: int = Field(default=1, ge=1, description="First reconnect delay (doubles).")
+    reconnect_max_s: int = Field(default=30, ge=1, description="Longest reconnect delay.")
+    shared_group: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="MQTT 5 shared subscription group: instances in one group split the questions.",
+    )
     question_topic: TopicTemplate = Field(
         default="edge/{site}/terminal/+/question",
         description="Subscription for questions; the single `+` level is the terminal id.",
@@ -134,7 +139,9 @@ class KnowledgeBaseConfig(Section):
         ),
     )
     fallback_text: str = Field(
-        default="I could not find this in the plant documentation. Please contact technical support.",
+        default=(
+            "I could not find this in the plant documentation. Please contact technical support."
+        ),
         min_length=1,
         max_length=2_000,
     )
@@ -143,7 +150,7 @@ class KnowledgeBaseConfig(Section):
 class WorkerConfig(Section):
     model_path: Path | None = Field(
         default=None,
-        description="A GGUF generation model. Unset: SmolLM2-135M-Instruct from the bundled package.",
+        description="A GGUF chat model. Unset: the bundled SmolLM2-135M-Instruct.",
     )
     n_ctx: int = Field(default=2_048, ge=256, le=131_072, description="Context window in tokens.")
     n_threads: int = Field(
@@ -173,7 +180,10 @@ class WorkerConfig(Section):
 
 class QueueConfig(Section):
     max_depth: int = Field(
-        default=64, ge=1, le=100_000, description="Questions waiting; past this the asker gets busy."
+        default=64,
+        ge=1,
+        le=100_000,
+        description="Questions waiting; past this the asker gets busy.",
     )
 
 
@@ -264,8 +274,10 @@ class ConfigFileError(Exception):
     """The configuration file named on the command line cannot be read."""
 
 
-def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Build settings from a TOML file (explicit, or the default path if present), env and overrides.
+def load_settings(
+    config_file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Build settings from a TOML file (given, or the default path if present), env and overrides.
 
     Raises pydantic.ValidationError with every error and its key path, or ConfigFileError.
     """

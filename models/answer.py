@@ -16,7 +16,7 @@ class Source(WireModel):
     """One knowledge-base chunk the answer was grounded on."""
 
     document: Annotated[str, Field(max_length=1024)] = Field(
-        description="Path of the document, relative to the knowledge-base root it was ingested from."
+        description="Path of the document the chunk was ingested from."
     )
     section: ShortText = Field(default="", description="Heading path or CSV record key.")
     page: NonNegativeInt | None = Field(default=None, description="1-based page (PDF only).")
@@ -50,9 +50,11 @@ class Answer(WireModel):
     text: Annotated[str, Field(max_length=32_768)]
     sources: tuple[Source, ...] = Field(default=(), max_length=32)
     fallback: bool = Field(
-        description="True when the knowledge base had nothing close enough and the model was not asked."
+        description="True when nothing in the knowledge base was close enough; no model call."
     )
-    model: ShortText = Field(description="Generation model that wrote the text (empty for fallbacks).")
+    model: ShortText = Field(
+        description="Generation model that wrote the text (empty for fallbacks)."
+    )
     usage: Usage = Usage()
     latency: Latency
     answered_at: datetime

@@ -15,8 +15,9 @@ SCHEMA_VERSION: Literal[1] = 1
 """Bumped on any incompatible change of a wire message; consumers check it first."""
 
 ShortText = Annotated[str, StringConstraints(max_length=256)]
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 Identifier = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+    str, StringConstraints(min_length=1, max_length=128, pattern=IDENTIFIER_PATTERN)
 ]
 """Ids travel inside MQTT topics and NATS subjects, so no separators or wildcards are allowed."""
 

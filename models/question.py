@@ -35,7 +35,3 @@ class Question(WireModel):
         ),
     )
     text: QuestionText = Field(description="The question, 1 to 2000 characters.")
-    stream: bool = Field(
-        default=False,
-        description="Ask for partial answers on the partial-answer topic while generating.",
-    )

@@ -1,0 +1,224 @@
+"""The composition root: builds every part from Settings and runs them under one TaskGroup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from adapters.base import BusAdapter
+from adapters.mqtt import MqttAdapter
+from gateway.answering import AnswerPolicy, Answerer, SearchHit
+from gateway.bundled import default_generation_model
+from gateway.config import Settings
+from gateway.executor import SerialExecutor
+from gateway.health import HealthReporter, LoopLagMonitor
+from gateway.journal import Journal
+from gateway.logging import get_logger
+from gateway.metrics import Metrics
+from gateway.rag.embedding_model import (
+    embedding_model_identity,
+    read_gguf_scalars,
+    resolve_embedding_model,
+)
+from gateway.rag.store import KnowledgeBase
+from gateway.service import QuestionService
+from gateway.worker.supervisor import WorkerSupervisor
+from models.health import GatewayState, Status
+
+log = get_logger(__name__)
+
+PURGE_INTERVAL_S = 3600.0
+
+
+def embedding_dim(path: Path) -> int:
+    with path.open("rb") as fh:
+        meta = read_gguf_scalars(fh)
+    value = meta.get(f"{meta.get('general.architecture', '')}.embedding_length")
+    if not isinstance(value, int):
+        raise ValueError(f"{path} does not declare an embedding length")
+    return value
+
+
+def generation_model_path(settings: Settings) -> Path:
+    return settings.worker.model_path or default_generation_model()
+
+
+def open_knowledge_base(settings: Settings) -> tuple[KnowledgeBase, Path]:
+    """Open (or create) the knowledge base for the configured embedding model."""
+    embedding_model = resolve_embedding_model(settings.kb, settings.cache_dir)
+    kb = KnowledgeBase.open(
+        settings.kb_path,
+        dim=embedding_dim(embedding_model),
+        embedding_identity=embedding_model_identity(embedding_model),
+    )
+    return kb, embedding_model
+
+
+class Gateway:
+    """One gateway instance. `run()` returns after `stop` is set and shutdown has finished."""
+
+    def __init__(self, settings: Settings, *, allow_test_ops: bool = False) -> None:
+        self.settings = settings
+        self.allow_test_ops = allow_test_ops
+        self.ready = asyncio.Event()
+        self.metrics = Metrics()
+        self.service: QuestionService | None = None
+        self.worker: WorkerSupervisor | None = None
+        self.journal: Journal | None = None
+        self.adapters: dict[str, BusAdapter] = {}
+        self._lag = LoopLagMonitor()
+
+    def _status(self, state: GatewayState) -> bytes:
+        return (
+            Status(instance=self.settings.instance, state=state, since=datetime.now(UTC))
+            .model_dump_json()
+            .encode()
+        )
+
+    def state(self) -> GatewayState:
+        if self.worker is not None and self.worker.degraded:
+            return GatewayState.DEGRADED
+        return GatewayState.ONLINE
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        s.cache_dir.mkdir(parents=True, exist_ok=True)
+        journal_io = SerialExecutor("journal")
+        kb_io = SerialExecutor("kb")
+        started = time.monotonic()
+        journal = await journal_io.run(Journal, s.journal_path, synchronous=s.journal.synchronous)
+        self.journal = journal
+        kb, embedding_model = await kb_io.run(open_knowledge_base, s)
+        chunks = await kb_io.run(kb.chunk_count)
+        if chunks == 0:
+            log.warning("kb.empty", path=str(s.kb_path), hint="run `edge-gateway ingest PATH`")
+        worker = WorkerSupervisor(
+            s.worker,
+            generation_model=generation_model_path(s),
+            embedding_model=embedding_model,
+            instance=s.instance,
+            allow_test_ops=self.allow_test_ops,
+        )
+        self.worker = worker
+        try:
+            await worker.start()
+
+            async def search(text: str, vector: Sequence[float]) -> Sequence[SearchHit]:
+                hits: Sequence[SearchHit] = await kb_io.run(
+                    kb.search, text, vector, top_k=s.kb.top_k
+                )
+                return hits
+
+            answerer = Answerer(
+                worker,
+                search,
+                AnswerPolicy(
+                    similarity_threshold=s.kb.similarity_threshold,
+                    fallback_text=s.kb.fallback_text,
+                    n_ctx=s.worker.n_ctx,
+                    max_tokens=s.worker.max_tokens,
+                    temperature=s.worker.temperature,
+                ),
+            )
+            if s.mqtt.enabled:
+                self.adapters["mqtt"] = MqttAdapter(
+                    s.mqtt,
+                    client_id=s.mqtt_client_id,
+                    question_topic=s.topic(s.mqtt.question_topic),
+                    answer_topic_template=s.mqtt.answer_topic.replace("{site}", s.site),
+                    status_topic=s.topic(s.mqtt.status_topic),
+                    online_payload=self._status(GatewayState.ONLINE),
+                    offline_payload=self._status(GatewayState.OFFLINE),
+                )
+            service = QuestionService(
+                adapters=self.adapters,
+                journal=journal,
+                journal_io=journal_io,
+                answerer=answerer,
+                limits=s.limits,
+                queue_capacity=s.queue.max_depth,
+                metrics=self.metrics,
+            )
+            self.service = service
+            kb_size = chunks
+            health = HealthReporter(
+                instance=s.instance,
+                data_dir=s.data_dir,
+                metrics=self.metrics,
+                queue_depth=lambda: service.queue_depth,
+                queue_capacity=s.queue.max_depth,
+                worker=worker.health,
+                buses=lambda: {name: a.health() for name, a in self.adapters.items()},
+                kb_chunks=lambda: kb_size,
+                state=self.state,
+                lag=self._lag,
+            )
+            for adapter in self.adapters.values():
+                await adapter.start(service.on_message)
+            await service.recover()
+            async with asyncio.TaskGroup() as tasks:
+                background = [
+                    tasks.create_task(service.run_intake(), name="intake"),
+                    tasks.create_task(service.run_answering(), name="answering"),
+                    tasks.create_task(self._lag.run(), name="loop-lag"),
+                    tasks.create_task(self._publish_health(health), name="health"),
+                    tasks.create_task(self._purge(journal, journal_io), name="purge"),
+                ]
+                self.ready.set()
+                log.info(
+                    "gateway.ready",
+                    instance=s.instance,
+                    buses=sorted(self.adapters),
+                    kb_chunks=chunks,
+                    start_ms=round((time.monotonic() - started) * 1000),
+                )
+                await stop.wait()
+                await self._shutdown(service)
+                for task in background:
+                    task.cancel()
+        finally:
+            await worker.stop()
+            await kb_io.run(kb.close)
+            await journal_io.run(journal.close)
+            journal_io.shutdown()
+            kb_io.shutdown()
+            log.info("gateway.stopped", instance=s.instance)
+
+    async def _shutdown(self, service: QuestionService) -> None:
+        """Stop taking questions, finish the one in progress (bounded), say we are offline."""
+        log.info("gateway.stopping", queue_depth=service.queue_depth)
+        service.stop_accepting()
+        finished = await service.drain(timeout_s=self.settings.worker.request_timeout_s)
+        if not finished:
+            log.warning("gateway.stop_left_in_progress", hint="answered after restart")
+        offline = self._status(GatewayState.OFFLINE)
+        for adapter in self.adapters.values():
+            await adapter.stop(offline)
+
+    async def _publish_health(self, health: HealthReporter) -> None:
+        s = self.settings
+        topic = s.topic(s.mqtt.health_topic)
+        while True:
+            try:
+                snapshot = await health.snapshot()
+                payload = snapshot.model_dump_json().encode()
+                adapter = self.adapters.get("mqtt")
+                if adapter is not None and adapter.connected:
+                    await adapter.publish(topic, payload, retain=True, reliable=False)
+            except Exception:
+                log.exception("health.publish_failed")
+            await asyncio.sleep(s.health.interval_s)
+
+    async def _purge(self, journal: Journal, io: SerialExecutor) -> None:
+        horizon = self.settings.journal.retention_h * 3600
+        while True:
+            with contextlib.suppress(Exception):
+                purged = await io.run(journal.purge, time.time() - horizon)
+                if purged:
+                    log.info("journal.purged", questions=purged)
+            await asyncio.sleep(PURGE_INTERVAL_S)

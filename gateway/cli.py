@@ -1,0 +1,164 @@
+"""The `edge-gateway` command line: one entry point for running, feeding and asking the gateway."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from gateway.config import ConfigFileError, Settings, load_settings, merge_overrides
+from gateway.errors import GatewayError
+from gateway.logging import configure_logging, get_logger
+
+log = get_logger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_ERROR_REPLY = 3
+EXIT_TIMEOUT = 4
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-gateway",
+        description="Offline AI gateway: answers plant questions over MQTT from local documents.",
+    )
+    parser.add_argument("--config", type=Path, help="TOML configuration file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override one setting (repeatable), e.g. --set mqtt.port=1884",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the gateway until SIGTERM/SIGINT")
+    run.add_argument("--allow-test-ops", action="store_true", help=argparse.SUPPRESS)
+
+    ingest = sub.add_parser("ingest", help="add or update documents in the knowledge base")
+    ingest.add_argument("paths", nargs="+", type=Path)
+
+    kb = sub.add_parser("kb", help="inspect and maintain the knowledge base")
+    kb_sub = kb.add_subparsers(dest="kb_command", required=True)
+    kb_sub.add_parser("list", help="list ingested documents")
+    kb_sub.add_parser("stats", help="sizes and the embedding model of the knowledge base")
+    remove = kb_sub.add_parser("remove", help="drop documents (by path) from the knowledge base")
+    remove.add_argument("paths", nargs="*", type=Path)
+    remove.add_argument("--missing", action="store_true", help="drop documents whose file is gone")
+    calibrate = kb_sub.add_parser(
+        "calibrate", help="measure similarity scores and recommend a fallback threshold"
+    )
+    calibrate.add_argument("questions", type=Path, help="file with one in-domain question a line")
+
+    ask = sub.add_parser("ask", help="ask over MQTT exactly as a terminal would")
+    ask.add_argument("question")
+    ask.add_argument("--terminal", default="cli", help="terminal id to ask as (default: cli)")
+    ask.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer")
+    ask.add_argument("--json", action="store_true", help="print the raw reply JSON")
+    ask.add_argument("--username", help="MQTT user name of the terminal")
+    ask.add_argument("--password-file", type=Path, help="file holding the terminal's password")
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    config_sub.add_parser("check", help="print the effective configuration or every error")
+
+    schema = sub.add_parser("schema", help="write the JSON Schemas of all wire messages")
+    schema.add_argument("--out", type=Path, default=Path("models/schemas"))
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config, merge_overrides(args.overrides))
+
+
+def _print_validation_error(exc: ValidationError) -> None:
+    print(f"configuration is invalid ({exc.error_count()} errors):", file=sys.stderr)
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "(root)"
+        print(f"  {where}: {error['msg']}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _load(args)
+    except ValidationError as exc:
+        _print_validation_error(exc)
+        return EXIT_CONFIG
+    except (ConfigFileError, ValueError, OSError) as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log.level, settings.log.format)
+    try:
+        return _dispatch(args, settings)
+    except GatewayError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    command: str = args.command
+    if command == "run":
+        return _run(settings, allow_test_ops=args.allow_test_ops)
+    if command == "config":
+        print(json.dumps(settings.model_dump(mode="json"), indent=2))
+        return EXIT_OK
+    if command == "schema":
+        from models.schema import write_schemas
+
+        for path in write_schemas(args.out):
+            print(path)
+        return EXIT_OK
+    if command == "ask":
+        from gateway.ask import ask_command
+
+        return ask_command(
+            settings,
+            args.question,
+            terminal=args.terminal,
+            timeout_s=args.timeout,
+            raw=args.json,
+            username=args.username,
+            password_file=args.password_file,
+        )
+    from gateway import kb_commands
+
+    if command == "ingest":
+        return kb_commands.ingest(settings, args.paths)
+    kb_command: str = args.kb_command
+    if kb_command == "list":
+        return kb_commands.list_documents(settings)
+    if kb_command == "stats":
+        return kb_commands.stats(settings)
+    if kb_command == "remove":
+        return kb_commands.remove(settings, args.paths, missing=args.missing)
+    return kb_commands.calibrate(settings, args.questions)
+
+
+def _run(settings: Settings, *, allow_test_ops: bool) -> int:
+    from gateway.app import Gateway
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await Gateway(settings, allow_test_ops=allow_test_ops).run(stop)
+
+    asyncio.run(serve())
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

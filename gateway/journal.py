@@ -1,0 +1,263 @@
+"""The journal: every question is on disk before the broker hears our acknowledgement.
+
+One SQLite file in WAL mode. A question row goes through `pending` -> `answered` (reply stored,
+not yet confirmed by the broker) -> `sent` (the broker acknowledged the reply). A retryable
+refusal (busy, worker failure) is stored as `refused`, so the same id asked again is processed
+afresh instead of replaying the refusal. Rows are keyed by (terminal, question id): a redelivered
+or duplicated question finds its row and is answered from it, never by running the model again.
+
+Writes are batched (group commit): the intake hands over everything that arrived since the last
+commit, so one fsync covers a burst. All methods are synchronous and must be called from one
+thread; `gateway.executor.SerialExecutor` provides that thread to the event loop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS questions (
+    terminal_id   TEXT NOT NULL,
+    question_id   TEXT NOT NULL,
+    bus           TEXT NOT NULL,
+    topic         TEXT NOT NULL,
+    reply_to      TEXT NOT NULL,
+    correlation   BLOB,
+    text          TEXT NOT NULL,
+    received_at   REAL NOT NULL,
+    deadline      REAL,
+    state         TEXT NOT NULL,
+    reply_kind    TEXT,
+    reply         BLOB,
+    replied_at    REAL,
+    sent_at       REAL,
+    model_runs    INTEGER NOT NULL DEFAULT 0,
+    deliveries    INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (terminal_id, question_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS questions_state ON questions(state, received_at);
+"""
+
+
+class QuestionState(StrEnum):
+    PENDING = "pending"
+    ANSWERED = "answered"
+    SENT = "sent"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """A question as the journal knows it; enough to answer it after a restart."""
+
+    terminal_id: str
+    question_id: str
+    bus: str
+    topic: str
+    reply_to: str
+    correlation: bytes | None
+    text: str
+    received_at: float
+    deadline: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReply:
+    kind: Literal["answer", "error"]
+    payload: bytes
+    state: QuestionState
+
+
+class RecordOutcome(StrEnum):
+    NEW = "new"
+    DUPLICATE_PENDING = "duplicate_pending"
+    DUPLICATE_ANSWERED = "duplicate_answered"
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    outcome: RecordOutcome
+    reply: StoredReply | None = None
+
+
+class Journal:
+    """Synchronous journal; see the module docstring for the state machine."""
+
+    def __init__(self, path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.close()
+
+    def _transaction(self) -> _Tx:
+        return _Tx(self._db)
+
+    def record(self, entries: Sequence[JournalEntry]) -> list[Recorded]:
+        """Record a batch of questions in one transaction (one fsync) and classify each."""
+        results: list[Recorded] = []
+        with self._transaction():
+            for entry in entries:
+                results.append(self._record_one(entry))
+        return results
+
+    def _record_one(self, e: JournalEntry) -> Recorded:
+        row = self._db.execute(
+            "SELECT state, reply_kind, reply FROM questions WHERE terminal_id=? AND question_id=?",
+            (e.terminal_id, e.question_id),
+        ).fetchone()
+        if row is None or row[0] == QuestionState.REFUSED:
+            self._db.execute(
+                "INSERT OR REPLACE INTO questions (terminal_id, question_id, bus, topic, reply_to,"
+                " correlation, text, received_at, deadline, state)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    e.terminal_id,
+                    e.question_id,
+                    e.bus,
+                    e.topic,
+                    e.reply_to,
+                    e.correlation,
+                    e.text,
+                    e.received_at,
+                    e.deadline,
+                    QuestionState.PENDING,
+                ),
+            )
+            return Recorded(RecordOutcome.NEW)
+        self._db.execute(
+            "UPDATE questions SET deliveries = deliveries + 1"
+            " WHERE terminal_id=? AND question_id=?",
+            (e.terminal_id, e.question_id),
+        )
+        state = QuestionState(row[0])
+        if state == QuestionState.PENDING:
+            return Recorded(RecordOutcome.DUPLICATE_PENDING)
+        return Recorded(RecordOutcome.DUPLICATE_ANSWERED, StoredReply(row[1], bytes(row[2]), state))
+
+    def note_model_run(self, terminal_id: str, question_id: str) -> int:
+        """Count a model run before it starts, so a crash mid-run is still counted."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE questions SET model_runs = model_runs + 1"
+                " WHERE terminal_id=? AND question_id=?",
+                (terminal_id, question_id),
+            )
+            row = self._db.execute(
+                "SELECT model_runs FROM questions WHERE terminal_id=? AND question_id=?",
+                (terminal_id, question_id),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def record_reply(
+        self,
+        terminal_id: str,
+        question_id: str,
+        *,
+        kind: Literal["answer", "error"],
+        payload: bytes,
+        final: bool = True,
+    ) -> None:
+        """Store the reply before it is published; a non-final (retryable) reply frees the id."""
+        state = QuestionState.ANSWERED if final else QuestionState.REFUSED
+        with self._transaction():
+            self._db.execute(
+                "UPDATE questions SET state=?, reply_kind=?, reply=?, replied_at=?"
+                " WHERE terminal_id=? AND question_id=?",
+                (state, kind, payload, time.time(), terminal_id, question_id),
+            )
+
+    def mark_sent(self, terminal_id: str, question_id: str) -> None:
+        with self._transaction():
+            self._db.execute(
+                "UPDATE questions SET state=?, sent_at=? WHERE terminal_id=? AND question_id=?"
+                " AND state=?",
+                (QuestionState.SENT, time.time(), terminal_id, question_id, QuestionState.ANSWERED),
+            )
+
+    def pending(self) -> list[JournalEntry]:
+        """Questions recorded but never answered (e.g. the gateway died): answer them at start."""
+        rows = self._db.execute(
+            "SELECT terminal_id, question_id, bus, topic, reply_to, correlation, text,"
+            " received_at, deadline FROM questions WHERE state=? ORDER BY received_at",
+            (QuestionState.PENDING,),
+        ).fetchall()
+        return [_entry(row) for row in rows]
+
+    def unsent(self) -> list[tuple[JournalEntry, bytes]]:
+        """Replies stored but not confirmed by the broker: publish them again at start."""
+        rows = self._db.execute(
+            "SELECT terminal_id, question_id, bus, topic, reply_to, correlation, text,"
+            " received_at, deadline, reply FROM questions WHERE state=? ORDER BY received_at",
+            (QuestionState.ANSWERED,),
+        ).fetchall()
+        return [(_entry(row[:9]), bytes(row[9])) for row in rows]
+
+    def model_runs(self, terminal_id: str, question_id: str) -> int:
+        row = self._db.execute(
+            "SELECT model_runs FROM questions WHERE terminal_id=? AND question_id=?",
+            (terminal_id, question_id),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def counts(self) -> dict[str, int]:
+        return {
+            str(state): int(n)
+            for state, n in self._db.execute("SELECT state, COUNT(*) FROM questions GROUP BY state")
+        }
+
+    def purge(self, older_than: float) -> int:
+        """Forget settled questions older than the retention window (dedupe horizon)."""
+        with self._transaction():
+            cursor = self._db.execute(
+                "DELETE FROM questions WHERE state IN (?, ?) AND received_at < ?",
+                (QuestionState.SENT, QuestionState.REFUSED, older_than),
+            )
+        return cursor.rowcount
+
+    def integrity_ok(self) -> bool:
+        row = self._db.execute("PRAGMA integrity_check").fetchone()
+        return bool(row and row[0] == "ok")
+
+
+def _entry(row: Sequence[object]) -> JournalEntry:
+    correlation = row[5]
+    return JournalEntry(
+        terminal_id=str(row[0]),
+        question_id=str(row[1]),
+        bus=str(row[2]),
+        topic=str(row[3]),
+        reply_to=str(row[4]),
+        correlation=bytes(correlation) if isinstance(correlation, bytes | bytearray) else None,
+        text=str(row[6]),
+        received_at=float(row[7]),  # type: ignore[arg-type]
+        deadline=float(row[8]) if row[8] is not None else None,  # type: ignore[arg-type]
+    )
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error (the connection is in autocommit mode)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")

@@ -1,0 +1,417 @@
+"""The question path: intake -> journal -> queue -> answer -> outbox.
+
+Delivery rules (issue 2, DESIGN.md "delivery traps"):
+- a question is acknowledged to the broker only after the journal has it (group commit);
+- a duplicate never reaches the model: a pending one is ignored (it will be answered), an
+  answered one gets its stored reply again, byte for byte;
+- a reply is stored before it is published and is `sent` only once the broker acknowledged it;
+- at start, stored-but-unsent replies are published again and pending questions are answered.
+Bad input is answered with an ErrorReply on the asker's own topic, logged and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import structlog
+
+from adapters.base import BusAdapter, InboundMessage, ReplyAddress
+from gateway.answering import Answerer, QuestionContext, fallback_answer
+from gateway.config import LimitsConfig
+from gateway.errors import GatewayError, WorkerUnavailable
+from gateway.executor import SerialExecutor
+from gateway.intake import IntakeError, decode_question, is_identifier, question_key
+from gateway.journal import Journal, JournalEntry, RecordOutcome
+from gateway.logging import get_logger
+from gateway.metrics import Metrics
+from models.errors import ErrorCode, ErrorReply
+
+log = get_logger(__name__)
+
+INTAKE_BATCH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    inbound: InboundMessage
+    entry: JournalEntry
+
+
+def error_reply(
+    *, terminal_id: str, question_id: str | None, code: ErrorCode, message: str, retryable: bool
+) -> bytes:
+    return (
+        ErrorReply(
+            question_id=question_id,
+            terminal_id=terminal_id,
+            code=code,
+            message=message[:1024],
+            retryable=retryable,
+            sent_at=datetime.now(UTC),
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+class QuestionService:
+    """Owns the question queue and the single answering task (one model worker)."""
+
+    def __init__(
+        self,
+        *,
+        adapters: Mapping[str, BusAdapter],
+        journal: Journal,
+        journal_io: SerialExecutor,
+        answerer: Answerer,
+        limits: LimitsConfig,
+        queue_capacity: int,
+        metrics: Metrics,
+    ) -> None:
+        self._adapters = adapters
+        self._journal = journal
+        self._io = journal_io
+        self._answerer = answerer
+        self._limits = limits
+        self.metrics = metrics
+        self.queue_capacity = queue_capacity
+        self._intake: asyncio.Queue[InboundMessage] = asyncio.Queue()
+        self._work: asyncio.Queue[JournalEntry] = asyncio.Queue()
+        self._queued = 0
+        self._accepting = True
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # ---- entry points -----------------------------------------------------------------------
+
+    def on_message(self, inbound: InboundMessage) -> None:
+        """Adapter callback (on the loop): never blocks, never raises."""
+        if not self._accepting:
+            return  # not acknowledged: redelivered to the next session
+        self._intake.put_nowait(inbound)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queued
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    async def recover(self) -> None:
+        """Republish stored-but-unsent replies and queue questions that were never answered."""
+        unsent = await self._io.run(self._journal.unsent)
+        for entry, payload in unsent:
+            await self._publish_stored(entry, payload)
+        pending = await self._io.run(self._journal.pending)
+        for entry in pending:
+            self._enqueue(entry, force=True)
+        if unsent or pending:
+            log.info("journal.recovered", republished=len(unsent), requeued=len(pending))
+
+    async def run_intake(self) -> None:
+        while True:
+            batch = [await self._intake.get()]
+            while len(batch) < INTAKE_BATCH and not self._intake.empty():
+                batch.append(self._intake.get_nowait())
+            try:
+                await self._intake_batch(batch)
+            except Exception:
+                log.exception("intake.batch_failed", size=len(batch))
+
+    async def run_answering(self) -> None:
+        while True:
+            entry = await self._work.get()
+            if not self._accepting:
+                return  # shutting down: the question stays pending in the journal
+            self._queued -= 1
+            self._idle.clear()
+            try:
+                await self._answer(entry)
+            except Exception:
+                log.exception(
+                    "question.unexpected_error",
+                    question_id=entry.question_id,
+                    terminal_id=entry.terminal_id,
+                )
+            finally:
+                self._idle.set()
+
+    # ---- intake -----------------------------------------------------------------------------
+
+    async def _intake_batch(self, batch: list[InboundMessage]) -> None:
+        accepted: list[_Accepted] = []
+        for inbound in batch:
+            self.metrics.received += 1
+            item = await self._screen(inbound)
+            if item is not None:
+                accepted.append(item)
+        if not accepted:
+            return
+        try:
+            outcomes = await self._io.run(self._journal.record, [a.entry for a in accepted])
+        except Exception as exc:
+            # Not acknowledged: the broker keeps the questions and redelivers them.
+            self.metrics.failed += len(accepted)
+            log.error("journal.write_failed", error=str(exc), questions=len(accepted))
+            return
+        for item, recorded in zip(accepted, outcomes, strict=True):
+            item.inbound.ack()
+            entry = item.entry
+            bound = log.bind(
+                question_id=entry.question_id, terminal_id=entry.terminal_id, topic=entry.topic
+            )
+            if recorded.outcome == RecordOutcome.NEW:
+                bound.info("question.received", bus=entry.bus, redelivered=item.inbound.redelivered)
+                self._enqueue(entry)
+            elif recorded.outcome == RecordOutcome.DUPLICATE_PENDING:
+                self.metrics.duplicate += 1
+                bound.info("question.duplicate", state="pending")
+            else:
+                self.metrics.duplicate += 1
+                assert recorded.reply is not None
+                bound.info("question.duplicate", state=str(recorded.reply.state))
+                await self._publish_stored(entry, recorded.reply.payload)
+
+    async def _screen(self, inbound: InboundMessage) -> _Accepted | None:
+        """Validate one message; refusals are answered (when possible), logged and acked here."""
+        adapter = self._adapters[inbound.bus]
+        terminal = inbound.terminal_id
+        bound = log.bind(topic=inbound.topic, terminal_id=terminal, bus=inbound.bus)
+        if terminal is None or not is_identifier(terminal):
+            self.metrics.rejected += 1
+            bound.warning("question.unroutable", reason="terminal id in topic is not valid")
+            inbound.ack()
+            return None
+        own = ReplyAddress(inbound.bus, adapter.answer_topic(terminal), inbound.correlation_data)
+        decoded = decode_question(
+            inbound.payload,
+            max_bytes=self._limits.max_payload_bytes,
+            max_depth=self._limits.max_json_depth,
+        )
+        requested = inbound.response_topic
+        reply_ok = requested is None or adapter.reply_allowed(terminal, requested)
+        if isinstance(decoded, IntakeError):
+            await self._refuse(
+                inbound,
+                own
+                if not reply_ok or requested is None
+                else ReplyAddress(inbound.bus, requested, inbound.correlation_data),
+                terminal,
+                decoded,
+            )
+            return None
+        key = question_key(
+            decoded, correlation_data=inbound.correlation_data, payload=inbound.payload
+        )
+        if not reply_ok:
+            await self._refuse(
+                inbound,
+                own,
+                terminal,
+                IntakeError(
+                    ErrorCode.FORBIDDEN_RESPONSE_TOPIC,
+                    "the response topic must be the terminal's own answer topic or below it: "
+                    f"{adapter.answer_topic(terminal)}",
+                    question_id=key,
+                ),
+            )
+            return None
+        entry = JournalEntry(
+            terminal_id=terminal,
+            question_id=key,
+            bus=inbound.bus,
+            topic=inbound.topic,
+            reply_to=requested or own.topic,
+            correlation=inbound.correlation_data,
+            text=decoded.text,
+            received_at=inbound.received_at,
+            deadline=(inbound.received_at + inbound.expiry_s) if inbound.expiry_s else None,
+        )
+        return _Accepted(inbound, entry)
+
+    async def _refuse(
+        self, inbound: InboundMessage, to: ReplyAddress, terminal: str, error: IntakeError
+    ) -> None:
+        self.metrics.rejected += 1
+        log.warning(
+            "question.rejected",
+            code=str(error.code),
+            reason=error.message,
+            question_id=error.question_id,
+            terminal_id=terminal,
+            topic=inbound.topic,
+            payload_bytes=len(inbound.payload),
+        )
+        inbound.ack()
+        payload = error_reply(
+            terminal_id=terminal,
+            question_id=error.question_id,
+            code=error.code,
+            message=error.message,
+            retryable=False,
+        )
+        await self._send(to, payload, question_id=error.question_id, terminal_id=terminal)
+
+    # ---- queue and answering ----------------------------------------------------------------
+
+    def _enqueue(self, entry: JournalEntry, *, force: bool = False) -> None:
+        if not force and self._queued >= self.queue_capacity:
+            self.metrics.busy += 1
+            log.warning(
+                "question.busy",
+                question_id=entry.question_id,
+                terminal_id=entry.terminal_id,
+                queue_depth=self._queued,
+            )
+            payload = error_reply(
+                terminal_id=entry.terminal_id,
+                question_id=entry.question_id,
+                code=ErrorCode.BUSY,
+                message=f"{self._queued} questions are waiting; ask again shortly",
+                retryable=True,
+            )
+            task = asyncio.ensure_future(self._deliver(entry, "error", payload, final=False))
+            task.add_done_callback(_log_task_error)
+            return
+        self._queued += 1
+        self._work.put_nowait(entry)
+
+    async def _answer(self, entry: JournalEntry) -> None:
+        bound = log.bind(
+            question_id=entry.question_id, terminal_id=entry.terminal_id, topic=entry.topic
+        )
+        now = time.time()
+        if entry.deadline is not None and now > entry.deadline:
+            self.metrics.expired += 1
+            bound.info("question.expired", late_s=round(now - entry.deadline, 3))
+            payload = error_reply(
+                terminal_id=entry.terminal_id,
+                question_id=entry.question_id,
+                code=ErrorCode.EXPIRED,
+                message="the question's message expiry passed before it could be answered",
+                retryable=False,
+            )
+            await self._deliver(entry, "error", payload, final=True)
+            return
+        ctx = QuestionContext(
+            question_id=entry.question_id,
+            terminal_id=entry.terminal_id,
+            text=entry.text,
+            received_at=entry.received_at,
+            started_at=now,
+        )
+
+        async def count_run() -> None:
+            self.metrics.model_runs += 1
+            await self._io.run(self._journal.note_model_run, entry.terminal_id, entry.question_id)
+
+        try:
+            answer = await self._answerer.answer(ctx, before_generate=count_run)
+        except WorkerUnavailable as exc:
+            bound.warning("question.degraded_fallback", error=exc.message)
+            answer = fallback_answer(ctx, self._answerer.policy, retrieve_s=0.0)
+        except GatewayError as exc:
+            self.metrics.failed += 1
+            bound.warning("question.failed", code=str(exc.code), error=exc.message)
+            payload = error_reply(
+                terminal_id=entry.terminal_id,
+                question_id=entry.question_id,
+                code=exc.code,
+                message=exc.message,
+                retryable=exc.retryable,
+            )
+            await self._deliver(entry, "error", payload, final=not exc.retryable)
+            return
+        if answer.fallback:
+            self.metrics.fallback += 1
+        else:
+            self.metrics.answered += 1
+            gen_s = answer.latency.generate_ms / 1000
+            if gen_s > 0 and answer.usage.completion_tokens:
+                self.metrics.tokens_per_s.append(answer.usage.completion_tokens / gen_s)
+        self.metrics.latencies_ms.append(answer.latency.total_ms)
+        bound.info(
+            "question.answered",
+            fallback=answer.fallback,
+            sources=len(answer.sources),
+            total_ms=round(answer.latency.total_ms, 1),
+            completion_tokens=answer.usage.completion_tokens,
+        )
+        await self._deliver(entry, "answer", answer.model_dump_json().encode(), final=True)
+
+    # ---- outbox -----------------------------------------------------------------------------
+
+    async def _deliver(
+        self,
+        entry: JournalEntry,
+        kind: Literal["answer", "error"],
+        payload: bytes,
+        *,
+        final: bool,
+    ) -> None:
+        """Store, then publish, then mark sent: a crash anywhere leaves a state `recover` fixes."""
+        await self._io.run(
+            self._journal.record_reply,
+            entry.terminal_id,
+            entry.question_id,
+            kind=kind,
+            payload=payload,
+            final=final,
+        )
+        sent = await self._send(
+            ReplyAddress(entry.bus, entry.reply_to, entry.correlation),
+            payload,
+            question_id=entry.question_id,
+            terminal_id=entry.terminal_id,
+        )
+        if sent and final:
+            await self._io.run(self._journal.mark_sent, entry.terminal_id, entry.question_id)
+
+    async def _publish_stored(self, entry: JournalEntry, payload: bytes) -> None:
+        sent = await self._send(
+            ReplyAddress(entry.bus, entry.reply_to, entry.correlation),
+            payload,
+            question_id=entry.question_id,
+            terminal_id=entry.terminal_id,
+        )
+        if sent:
+            await self._io.run(self._journal.mark_sent, entry.terminal_id, entry.question_id)
+
+    async def _send(
+        self, to: ReplyAddress, payload: bytes, *, question_id: str | None, terminal_id: str
+    ) -> bool:
+        adapter = self._adapters.get(to.bus)
+        if adapter is None:
+            log.error("reply.no_adapter", bus=to.bus, question_id=question_id)
+            return False
+        try:
+            await adapter.publish(to.topic, payload, correlation_data=to.correlation_data)
+        except Exception as exc:
+            log.error(
+                "reply.publish_failed",
+                error=str(exc),
+                topic=to.topic,
+                question_id=question_id,
+                terminal_id=terminal_id,
+            )
+            return False
+        return True
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Let the answer in progress finish (bounded); queued questions stay pending in the
+        journal and are answered after the restart. True when nothing was left in progress."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+
+def _log_task_error(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        structlog.get_logger(__name__).error("task.failed", error=str(task.exception()))

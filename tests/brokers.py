@@ -1,0 +1,83 @@
+"""Real brokers for tests: mosquitto started from the shipped configuration on a free port."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED_MOSQUITTO_CONF = REPO / "configs" / "mosquitto.conf"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout_s} s")
+
+
+class Mosquitto:
+    """One mosquitto process running the shipped configuration, moved to a port and directory."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(binary).exists():
+            raise RuntimeError("mosquitto is not installed: run `make deps` (apt-get install mosquitto)")
+        self.binary = binary
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.conf = workdir / "mosquitto.conf"
+        self.log = workdir / "mosquitto.log"
+        workdir.mkdir(parents=True, exist_ok=True)
+        text = SHIPPED_MOSQUITTO_CONF.read_text()
+        text = re.sub(r"(?m)^persistence_location .*$", f"persistence_location {workdir}/", text)
+        text = re.sub(r"(?m)^listener .*$", f"listener {self.port} 127.0.0.1", text)
+        text += f"\nlog_dest file {self.log}\nlog_type all\n"
+        if running_as_root():
+            # Otherwise mosquitto drops to user `mosquitto`, which cannot write the test's tmp dir.
+            text += "user root\n"
+        self.conf.write_text(text)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], cwd=self.workdir)
+        wait_for_port(self.port)
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> Mosquitto:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def running_as_root() -> bool:
+    return os.geteuid() == 0
