@@ -1,0 +1,83 @@
+"""The journal's state machine, on a real SQLite file."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from gateway.journal import Journal, JournalEntry, QuestionState, RecordOutcome
+
+
+def entry(qid: str, terminal: str = "t1") -> JournalEntry:
+    return JournalEntry(
+        terminal_id=terminal,
+        question_id=qid,
+        bus="mqtt",
+        topic=f"edge/p/terminal/{terminal}/question",
+        reply_to=f"edge/p/terminal/{terminal}/answer",
+        correlation=b"\x00corr",
+        text="What does E203 mean?",
+        received_at=time.time(),
+        deadline=None,
+    )
+
+
+def test_new_duplicate_pending_and_answered(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    first, again = journal.record([entry("q1"), entry("q1")])
+    assert first.outcome == RecordOutcome.NEW
+    assert again.outcome == RecordOutcome.DUPLICATE_PENDING
+    journal.record_reply("t1", "q1", kind="answer", payload=b'{"a":1}')
+    (dup,) = journal.record([entry("q1")])
+    assert dup.outcome == RecordOutcome.DUPLICATE_ANSWERED
+    assert dup.reply is not None
+    assert dup.reply.payload == b'{"a":1}'
+    assert dup.reply.state == QuestionState.ANSWERED
+
+
+def test_same_id_from_another_terminal_is_another_question(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    outcomes = journal.record([entry("q1", "t1"), entry("q1", "t2")])
+    assert [o.outcome for o in outcomes] == [RecordOutcome.NEW, RecordOutcome.NEW]
+
+
+def test_refused_question_is_processed_afresh(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.record([entry("q1")])
+    journal.record_reply("t1", "q1", kind="error", payload=b"busy", final=False)
+    (again,) = journal.record([entry("q1")])
+    assert again.outcome == RecordOutcome.NEW
+
+
+def test_pending_and_unsent_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    journal = Journal(path)
+    journal.record([entry("q1"), entry("q2"), entry("q3")])
+    journal.record_reply("t1", "q2", kind="answer", payload=b"a2")
+    journal.record_reply("t1", "q3", kind="answer", payload=b"a3")
+    journal.mark_sent("t1", "q3")
+    journal.close()
+
+    reopened = Journal(path)
+    assert [e.question_id for e in reopened.pending()] == ["q1"]
+    assert reopened.pending()[0].correlation == b"\x00corr"
+    assert [(e.question_id, p) for e, p in reopened.unsent()] == [("q2", b"a2")]
+    assert reopened.counts() == {"pending": 1, "answered": 1, "sent": 1}
+    assert reopened.integrity_ok()
+
+
+def test_model_runs_are_counted(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.record([entry("q1")])
+    assert journal.note_model_run("t1", "q1") == 1
+    assert journal.note_model_run("t1", "q1") == 2
+    assert journal.model_runs("t1", "q1") == 2
+
+
+def test_purge_forgets_only_settled_old_questions(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.record([entry("old"), entry("pending")])
+    journal.record_reply("t1", "old", kind="answer", payload=b"x")
+    journal.mark_sent("t1", "old")
+    assert journal.purge(time.time() + 1) == 1
+    assert [e.question_id for e in journal.pending()] == ["pending"]
