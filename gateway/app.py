@@ -11,7 +11,7 @@ from pathlib import Path
 
 from adapters.base import BusAdapter
 from adapters.mqtt import MqttAdapter
-from gateway.answering import AnswerPolicy, Answerer, SearchHit
+from gateway.answering import Answerer, AnswerPolicy, SearchHit
 from gateway.bundled import default_generation_model
 from gateway.config import Settings
 from gateway.executor import SerialExecutor

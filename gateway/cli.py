@@ -132,18 +132,21 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             username=args.username,
             password_file=args.password_file,
         )
+    return _dispatch_kb(args, settings)
+
+
+def _dispatch_kb(args: argparse.Namespace, settings: Settings) -> int:
     from gateway import kb_commands
 
-    if command == "ingest":
+    if args.command == "ingest":
         return kb_commands.ingest(settings, args.paths)
-    kb_command: str = args.kb_command
-    if kb_command == "list":
-        return kb_commands.list_documents(settings)
-    if kb_command == "stats":
-        return kb_commands.stats(settings)
-    if kb_command == "remove":
-        return kb_commands.remove(settings, args.paths, missing=args.missing)
-    return kb_commands.calibrate(settings, args.questions)
+    handlers = {
+        "list": lambda: kb_commands.list_documents(settings),
+        "stats": lambda: kb_commands.stats(settings),
+        "remove": lambda: kb_commands.remove(settings, args.paths, missing=args.missing),
+        "calibrate": lambda: kb_commands.calibrate(settings, args.questions),
+    }
+    return handlers[args.kb_command]()
 
 
 def _run(settings: Settings, *, allow_test_ops: bool) -> int:

@@ -1,4 +1,4 @@
-"""Every kind of bad payload from issue 2 item 13 becomes a precise IntakeError, never an exception."""
+"""Every bad payload of issue 2 item 13 becomes a precise IntakeError, never an exception."""
 
 from __future__ import annotations
 

