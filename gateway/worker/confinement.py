@@ -1,0 +1,428 @@
+"""Confining the model worker: the strongest of cgroup v2, cgroup v1, RLIMIT_AS, or nothing.
+
+The gateway (parent) creates the group and writes its limits; the worker (child) moves ITSELF
+into it as its very first action, before it imports llama.cpp or maps a model (see
+`gateway.worker.server`). Doing it in the child avoids a `preexec_fn` (unsafe once the gateway
+has threads) and avoids the race of the parent moving a child that is already loading.
+
+One group per supervisor, reused across worker restarts, removed on stop. The kernel's OOM-kill
+counter of the group (v2 `memory.events`, v1 `memory.oom_control`) is what lets the supervisor
+tell "killed for memory" from any other SIGKILL.
+
+Why the limit includes the model file: llama.cpp mmaps the GGUF, and in both cgroup versions
+page cache of a mapped file is charged to the group that faults it in. The default 1 GiB is ~10x
+the bundled 98 MB model plus a 46 MB embedding model and a 2k-token KV cache (~50 MB); a limit
+close to the working set does not kill the worker but makes it thrash (re-reading the mapping).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import resource
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from gateway.logging import get_logger
+
+if TYPE_CHECKING:
+    from gateway.config import WorkerConfig
+
+log = get_logger(__name__)
+
+ConfinementMode = Literal["cgroup-v2", "cgroup-v1", "rlimit", "none"]
+ConfinementChoice = Literal["auto", "cgroup-v2", "cgroup-v1", "rlimit", "none"]
+
+DEFAULT_PIDS_MAX = 256
+"""Tasks (threads count) in the worker's group: llama.cpp starts one thread per core, so this
+only stops a runaway, never a normal worker."""
+_CPU_PERIOD_US = 100_000
+_MEMORY_HIGH_FRACTION = 0.9
+_PROC = Path("/proc")
+_group_counter = itertools.count(1)
+
+
+class ConfinementError(Exception):
+    """A confinement that was explicitly asked for cannot be set up."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    memory_bytes: int
+    cpu_quota_percent: int = 0
+    pids_max: int = DEFAULT_PIDS_MAX
+
+    @classmethod
+    def from_config(cls, cfg: WorkerConfig, *, pids_max: int = DEFAULT_PIDS_MAX) -> Limits:
+        return cls(
+            memory_bytes=cfg.memory_limit_mb * 1024 * 1024,
+            cpu_quota_percent=cfg.cpu_quota_percent,
+            pids_max=pids_max,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryEvents:
+    """Cumulative counters of the group: kernel OOM kills, and times usage hit the limit."""
+
+    oom_kills: int = 0
+    limit_hits: int = 0
+
+
+class Confinement(ABC):
+    """What the supervisor needs from any confinement."""
+
+    mode: ConfinementMode
+
+    def child_args(self) -> list[str]:
+        """Arguments of `gateway.worker.server` that make the child confine itself at start."""
+        return []
+
+    def child_env(self) -> dict[str, str]:
+        return {}
+
+    @abstractmethod
+    def memory_limit_bytes(self, pid: int | None) -> int | None:
+        """The limit as read back from the kernel (not as configured), None when there is none."""
+
+    def memory_events(self) -> MemoryEvents:
+        return MemoryEvents()
+
+    def close(self) -> None:  # noqa: B027 - an optional hook: most modes create nothing
+        """Remove what was created; the worker must have exited."""
+
+    def describe(self) -> str:
+        return self.mode
+
+
+# ---------------------------------------------------------------------------------------------
+# cgroup v2
+
+
+class CgroupV2Confinement(Confinement):
+    mode: ConfinementMode = "cgroup-v2"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._last_events = MemoryEvents()
+
+    def child_args(self) -> list[str]:
+        return ["--join-cgroup", str(self.path / "cgroup.procs")]
+
+    def memory_limit_bytes(self, pid: int | None) -> int | None:
+        value = _read(self.path / "memory.max")
+        return None if value in (None, "max") else _int_or_none(value)
+
+    def memory_events(self) -> MemoryEvents:
+        fields = _read_keyed(self.path / "memory.events")
+        if fields:
+            self._last_events = MemoryEvents(
+                oom_kills=fields.get("oom_kill", 0), limit_hits=fields.get("max", 0)
+            )
+        return self._last_events
+
+    def close(self) -> None:
+        self.memory_events()
+        _rmdir(self.path)
+
+    def describe(self) -> str:
+        return f"cgroup-v2:{self.path}"
+
+
+def _setup_v2(parent: Path, name: str, limits: Limits) -> CgroupV2Confinement:
+    """A child group of `parent` with memory (and cpu, pids if delegated) limits."""
+    controllers = (_read(parent / "cgroup.controllers") or "").split()
+    if "memory" not in controllers:
+        raise ConfinementError(f"{parent}: memory controller not delegated ({controllers})")
+    wanted = [c for c in ("memory", "cpu", "pids") if c in controllers]
+    enabled = (_read(parent / "cgroup.subtree_control") or "").split()
+    missing = [c for c in wanted if c not in enabled]
+    if missing:
+        # Fails with EBUSY when `parent` holds processes (the "no internal processes" rule): then
+        # it is not a delegated subtree we may use.
+        _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+    path = parent / name
+    path.mkdir()
+    try:
+        _write(path / "memory.max", str(limits.memory_bytes))
+        high = int(limits.memory_bytes * _MEMORY_HIGH_FRACTION)
+        _write(path / "memory.high", str(high))
+        if (path / "memory.swap.max").exists():
+            _write(path / "memory.swap.max", "0")
+        if limits.cpu_quota_percent and (path / "cpu.max").exists():
+            quota = _CPU_PERIOD_US * limits.cpu_quota_percent // 100
+            _write(path / "cpu.max", f"{quota} {_CPU_PERIOD_US}")
+        if (path / "pids.max").exists():
+            _write(path / "pids.max", str(limits.pids_max))
+    except OSError:
+        _rmdir(path)
+        raise
+    return CgroupV2Confinement(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# cgroup v1
+
+
+class CgroupV1Confinement(Confinement):
+    mode: ConfinementMode = "cgroup-v1"
+
+    def __init__(self, memory: Path, others: list[Path]) -> None:
+        self.memory_path = memory
+        self.other_paths = others
+        self._last_events = MemoryEvents()
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.memory_path, *self.other_paths]
+
+    def child_args(self) -> list[str]:
+        args: list[str] = []
+        for path in self.paths:
+            args += ["--join-cgroup", str(path / "cgroup.procs")]
+        return args
+
+    def memory_limit_bytes(self, pid: int | None) -> int | None:
+        return _int_or_none(_read(self.memory_path / "memory.limit_in_bytes"))
+
+    def memory_events(self) -> MemoryEvents:
+        fields = _read_keyed(self.memory_path / "memory.oom_control")
+        failcnt = _int_or_none(_read(self.memory_path / "memory.failcnt"))
+        if fields or failcnt is not None:
+            self._last_events = MemoryEvents(
+                oom_kills=fields.get("oom_kill", 0), limit_hits=failcnt or 0
+            )
+        return self._last_events
+
+    def close(self) -> None:
+        self.memory_events()
+        for path in self.paths:
+            _rmdir(path)
+
+    def describe(self) -> str:
+        return f"cgroup-v1:{self.memory_path}"
+
+
+def _setup_v1(
+    memory_parent: Path, other_parents: list[Path], name: str, limits: Limits
+) -> CgroupV1Confinement:
+    """A memory group (required) plus cpu/pids groups (each only if writable)."""
+    if not (memory_parent / "memory.limit_in_bytes").exists():
+        raise ConfinementError(f"{memory_parent} is not a cgroup v1 memory hierarchy")
+    memory = memory_parent / name
+    memory.mkdir()
+    try:
+        _write(memory / "memory.limit_in_bytes", str(limits.memory_bytes))
+        # No swap: memory+swap equals memory. Must follow limit_in_bytes (memsw >= limit).
+        if (memory / "memory.memsw.limit_in_bytes").exists():
+            _write(memory / "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
+        with contextlib.suppress(OSError):
+            _write(memory / "memory.swappiness", "0")
+    except OSError:
+        _rmdir(memory)
+        raise
+    others: list[Path] = []
+    for parent in other_parents:
+        group = parent / name
+        try:
+            group.mkdir()
+            if (group / "cpu.cfs_quota_us").exists():
+                if limits.cpu_quota_percent:
+                    _write(group / "cpu.cfs_period_us", str(_CPU_PERIOD_US))
+                    quota = _CPU_PERIOD_US * limits.cpu_quota_percent // 100
+                    _write(group / "cpu.cfs_quota_us", str(quota))
+            elif (group / "pids.max").exists():
+                _write(group / "pids.max", str(limits.pids_max))
+            others.append(group)
+        except OSError as exc:
+            _rmdir(group)
+            log.debug("worker.confinement_partial", hierarchy=str(parent), error=str(exc))
+    return CgroupV1Confinement(memory, others)
+
+
+# ---------------------------------------------------------------------------------------------
+# RLIMIT_AS and none
+
+
+class RlimitConfinement(Confinement):
+    """Address-space limit: counts virtual memory (mappings, reserved thread stacks and malloc
+    arenas), not what is resident, so it must be looser than a cgroup limit and still fails as a
+    MemoryError or abort() rather than a clean kill. Better than nothing."""
+
+    mode: ConfinementMode = "rlimit"
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+
+    def child_args(self) -> list[str]:
+        return ["--rlimit-as", str(self.limit_bytes)]
+
+    def child_env(self) -> dict[str, str]:
+        # glibc reserves up to 8 x cores arenas of 64 MiB of address space for threads.
+        return {"MALLOC_ARENA_MAX": "2"}
+
+    def memory_limit_bytes(self, pid: int | None) -> int | None:
+        if pid is None:
+            return self.limit_bytes
+        try:
+            soft, _hard = resource.prlimit(pid, resource.RLIMIT_AS)
+        except (OSError, ValueError):
+            return self.limit_bytes
+        return None if soft == resource.RLIM_INFINITY else soft
+
+
+class NoConfinement(Confinement):
+    mode: ConfinementMode = "none"
+
+    def memory_limit_bytes(self, pid: int | None) -> int | None:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Choice
+
+
+def create_confinement(
+    limits: Limits,
+    *,
+    instance: str,
+    cgroup_parent: Path | None = None,
+    choice: ConfinementChoice = "auto",
+) -> Confinement:
+    """Create the strongest confinement available (or exactly `choice`, raising if it fails).
+
+    `cgroup_parent` is a writable cgroup directory (v2 delegated subtree, or a directory in the
+    v1 memory hierarchy); unset, the gateway's own groups are used as parents.
+    """
+    name = f"edge-gateway-{instance}-{os.getpid()}-{next(_group_counter)}"
+    reasons: dict[str, str] = {}
+    if choice in ("auto", "cgroup-v2"):
+        try:
+            return _setup_v2(cgroup_parent or _own_v2_group(), name, limits)
+        except (ConfinementError, OSError) as exc:
+            reasons["cgroup-v2"] = str(exc)
+    if choice in ("auto", "cgroup-v1"):
+        try:
+            memory_parent = cgroup_parent or _own_v1_group("memory")
+            others = [p for p in (_maybe_v1_group("cpu"), _maybe_v1_group("pids")) if p]
+            return _setup_v1(memory_parent, others, name, limits)
+        except (ConfinementError, OSError) as exc:
+            reasons["cgroup-v1"] = str(exc)
+    if choice in ("auto", "rlimit"):
+        log.warning(
+            "worker.confinement_weak",
+            mode="rlimit",
+            limit_bytes=limits.memory_bytes,
+            reasons=reasons,
+            hint="delegate a cgroup (systemd Delegate=yes) for a real memory limit",
+        )
+        return RlimitConfinement(limits.memory_bytes)
+    if choice == "none":
+        return NoConfinement()
+    raise ConfinementError(f"{choice} confinement is not available: {reasons}")
+
+
+def _own_v2_group() -> Path:
+    """The unified-hierarchy directory of this process (where a delegated subtree starts)."""
+    mount = _mount_point("cgroup2", None)
+    own = _own_cgroup_path(None)
+    if mount is None or own is None:
+        raise ConfinementError("no cgroup2 mount or membership")
+    return _join(mount, own)
+
+
+def _own_v1_group(controller: str) -> Path:
+    mount = _mount_point("cgroup", controller)
+    own = _own_cgroup_path(controller)
+    if mount is None or own is None:
+        raise ConfinementError(f"no cgroup v1 {controller} hierarchy")
+    return _join(mount, own)
+
+
+def _maybe_v1_group(controller: str) -> Path | None:
+    try:
+        parent = _own_v1_group(controller)
+    except ConfinementError:
+        return None
+    return parent if os.access(parent, os.W_OK) else None
+
+
+def _mount_point(fstype: str, controller: str | None) -> tuple[Path, str] | None:
+    """(mount point, root inside the hierarchy) of the cgroup filesystem holding `controller`."""
+    text = _read(_PROC / "self" / "mountinfo") or ""
+    for line in text.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 3 or tail[0] != fstype:
+            continue
+        if controller is not None and controller not in tail[2].split(","):
+            continue
+        return Path(fields[4]), fields[3]
+    return None
+
+
+def _own_cgroup_path(controller: str | None) -> str | None:
+    """Our path in a hierarchy, from /proc/self/cgroup (`0::/x` for v2, `4:memory:/x` for v1)."""
+    for line in (_read(_PROC / "self" / "cgroup") or "").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if controller is None and parts[0] == "0" and parts[1] == "":
+            return parts[2]
+        if controller is not None and controller in parts[1].split(","):
+            return parts[2]
+    return None
+
+
+def _join(mount: tuple[Path, str], own: str) -> Path:
+    point, root = mount
+    rel = own
+    if root != "/" and (own == root or own.startswith(root + "/")):
+        rel = own[len(root) :]
+    return point / rel.lstrip("/")
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _write(path: Path, value: str) -> None:
+    with path.open("w") as fh:
+        fh.write(value)
+
+
+def _read_keyed(path: Path) -> dict[str, int]:
+    """`key value` lines (memory.events, memory.oom_control) as a dict."""
+    result: dict[str, int] = {}
+    for line in (_read(path) or "").splitlines():
+        key, _, value = line.partition(" ")
+        number = _int_or_none(value)
+        if number is not None:
+            result[key] = number
+    return result
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _rmdir(path: Path) -> None:
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("worker.cgroup_cleanup_failed", path=str(path), error=str(exc))

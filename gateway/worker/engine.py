@@ -1,0 +1,227 @@
+"""The models inside the worker: one llama.cpp chat model and one embedding model.
+
+Runs only in the worker process (it imports llama_cpp). Nothing here is thread-safe, and nothing
+needs to be: the worker serves one request at a time.
+
+Generation is done here rather than through `create_chat_completion` for three reasons:
+- the prompt is templated and tokenized exactly once, by the same code `count_tokens` uses, so
+  the gateway's context budget and the real prompt can never disagree;
+- the token ids are ours: `Llama.generate` keeps the evaluated tokens and reuses the longest
+  common prefix of the KV cache on the next call (a fixed system prompt is evaluated once), and
+  a later prompt cache (`save_state`/`load_state`) plugs in at the same place;
+- the exact number of completion tokens is known (the streaming chat API does not report it).
+The chat template is the GGUF's own `tokenizer.chat_template`, rendered by llama-cpp-python's
+`Jinja2ChatFormatter`, exactly as `create_chat_completion` would do for a template it cannot
+map to a built-in format (it may otherwise silently substitute a similar built-in format).
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+import numpy as np
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from gateway.rag.embedder import LlamaEmbedder
+from gateway.worker.protocol import ChatMessage
+
+# Sampling defaults of llama-cpp-python's completion API; only temperature is exposed.
+_TOP_K = 40
+_TOP_P = 0.95
+_MIN_P = 0.05
+
+
+class ContextOverflowError(Exception):
+    def __init__(self, prompt_tokens: int, max_tokens: int, limit: int) -> None:
+        super().__init__(
+            f"prompt of {prompt_tokens} tokens + max_tokens {max_tokens} exceeds the context "
+            f"window of {limit} tokens"
+        )
+        self.prompt_tokens = prompt_tokens
+        self.limit = limit
+
+
+class ModelFormatError(Exception):
+    """The model cannot be used as a chat model (e.g. no chat template)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    prompt_ms: float
+    generate_ms: float
+    prompt_eval_tokens: int | None
+    finish_reason: str
+
+
+def resolve_threads(n_threads: int) -> int:
+    """0 means every core this process may run on (affinity, not the machine's core count)."""
+    if n_threads > 0:
+        return n_threads
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Engine:
+    def __init__(
+        self,
+        model_path: Path,
+        embedding_path: Path,
+        *,
+        n_ctx: int,
+        n_threads: int,
+        flash_attn: bool,
+    ) -> None:
+        threads = resolve_threads(n_threads)
+        self.model_name = model_path.name.removesuffix(".gguf")
+        self._llm: Any = llama_cpp.Llama(
+            model_path=str(model_path),
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            flash_attn=flash_attn,
+            verbose=False,
+        )
+        self.n_ctx = int(self._llm.n_ctx())
+        self._formatter = self._chat_formatter()
+        self._vocab = self._llm._model.vocab
+        self._embedder = LlamaEmbedder(embedding_path, n_threads=threads)
+        self.embedding_dim = self._embedder.dim
+
+    def _chat_formatter(self) -> Jinja2ChatFormatter:
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelFormatError(f"{self.model_name} has no tokenizer.chat_template")
+        eos_id = int(self._llm.token_eos())
+        bos_id = int(self._llm.token_bos())
+        model = self._llm._model
+        return Jinja2ChatFormatter(
+            template=template,
+            eos_token=model.token_get_text(eos_id) if eos_id != -1 else "",
+            bos_token=model.token_get_text(bos_id) if bos_id != -1 else "",
+            stop_token_ids=[eos_id],
+        )
+
+    def prompt_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """The templated prompt's token ids, exactly as `generate` feeds them to the model."""
+        chat: list[Any] = [m.model_dump() for m in messages]
+        rendered = self._formatter(messages=chat)
+        tokens: list[int] = self._llm.tokenize(
+            rendered.prompt.encode("utf-8", errors="replace"),
+            add_bos=not rendered.added_special,
+            special=True,
+        )
+        return tokens
+
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int,
+        temperature: float,
+        stop: Sequence[str] = (),
+        on_token: Callable[[str], None] | None = None,
+    ) -> GenerationResult:
+        """Generate a reply; `on_token` gets each piece of text as soon as it is final.
+
+        Never truncates: a prompt that leaves no room for `max_tokens` is refused.
+        Text that might be the start of a stop string is held back until it is known not to be.
+        """
+        tokens = self.prompt_tokens(messages)
+        n_prompt = len(tokens)
+        if n_prompt + max_tokens > self.n_ctx:
+            raise ContextOverflowError(n_prompt, max_tokens, self.n_ctx)
+        stops = [s for s in stop if s]
+        emit = on_token or _ignore
+        pieces: list[str] = []
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""
+        completion = 0
+        finish = "length"
+        llama_cpp.llama_perf_context_reset(self._llm.ctx)
+        started = time.perf_counter()
+        first: float | None = None
+        for token in self._llm.generate(
+            tokens,
+            top_k=_TOP_K,
+            top_p=_TOP_P,
+            min_p=_MIN_P,
+            temp=temperature,
+            repeat_penalty=1.0,
+        ):
+            if first is None:
+                first = time.perf_counter()
+            if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                finish = "stop"
+                break
+            completion += 1
+            pending += decoder.decode(self._llm.detokenize([token]))
+            cut = _first_stop(pending, stops)
+            if cut is not None:
+                pending = pending[:cut]
+                finish = "stop"
+                break
+            keep = _stop_prefix_len(pending, stops)
+            ready, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
+            if ready:
+                pieces.append(ready)
+                emit(ready)
+            if completion >= max_tokens:
+                break
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            pieces.append(pending)
+            emit(pending)
+        ended = time.perf_counter()
+        first = first or ended
+        perf = llama_cpp.llama_perf_context(self._llm.ctx)
+        return GenerationResult(
+            text="".join(pieces),
+            prompt_tokens=n_prompt,
+            completion_tokens=completion,
+            prompt_ms=(first - started) * 1000.0,
+            generate_ms=(ended - first) * 1000.0,
+            prompt_eval_tokens=int(perf.n_p_eval) or None,
+            finish_reason=finish,
+        )
+
+    def embed(self, texts: Sequence[str]) -> tuple[int, bytes]:
+        """(dim, little-endian float32 rows) of the L2-normalised embeddings of `texts`."""
+        vectors = self._embedder.embed(list(texts))
+        matrix = np.asarray(vectors, dtype="<f4").reshape(len(vectors), self.embedding_dim)
+        return self.embedding_dim, matrix.tobytes()
+
+    def close(self) -> None:
+        self._embedder.close()
+        self._llm.close()
+
+
+def _ignore(_text: str) -> None:
+    return None
+
+
+def _first_stop(text: str, stops: Sequence[str]) -> int | None:
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(found) if found else None
+
+
+def _stop_prefix_len(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest end of `text` that is the beginning of a stop string."""
+    best = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:n]):
+                best = n
+                break
+    return best

@@ -1,0 +1,194 @@
+"""The worker's request loop: load the models, say `ready`, answer one request at a time.
+
+Imported by `gateway.worker.server` only after the process has confined itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from gateway.logging import configure_logging, get_logger
+from gateway.worker.engine import ContextOverflowError, Engine
+from gateway.worker.exits import EXIT_PARENT_GONE, EXIT_START_FAILED
+from gateway.worker.protocol import (
+    REQUEST_ADAPTER,
+    TEST_OPS,
+    AllocRequest,
+    ConnectionClosed,
+    CountTokensRequest,
+    DoneEvent,
+    EmbedReply,
+    EmbedRequest,
+    ErrorReply,
+    FrameTooLarge,
+    GenerateRequest,
+    PingRequest,
+    PongReply,
+    ProbeReply,
+    ProtocolError,
+    ReadyEvent,
+    Request,
+    SleepRequest,
+    TokenCountReply,
+    TokenEvent,
+    recv_frame,
+    send_frame,
+)
+
+_PAGE = 4096
+log = get_logger(__name__)
+
+
+def run(sock: socket.socket, args: argparse.Namespace) -> int:
+    """Load, announce, serve until EOF. Returns the process exit code."""
+    configure_logging(args.log_level, "json")
+    started = time.perf_counter()
+    try:
+        engine = Engine(
+            Path(args.model),
+            Path(args.embedding_model),
+            n_ctx=args.n_ctx,
+            n_threads=args.n_threads,
+            flash_attn=args.flash_attn,
+        )
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # The supervisor sees EOF before `ready`; the reason goes to stderr (journald).
+        log.error("worker.load_failed", error=str(exc), error_type=type(exc).__name__)
+        return EXIT_START_FAILED
+    log.info("worker.loaded", load_ms=round((time.perf_counter() - started) * 1000, 1))
+    try:
+        send_frame(
+            sock,
+            ReadyEvent(
+                model=engine.model_name,
+                embedding_dim=engine.embedding_dim,
+                pid=os.getpid(),
+                n_ctx=engine.n_ctx,
+            ),
+        )
+        Server(sock, engine, allow_test_ops=args.allow_test_ops).serve()
+    except OSError:
+        pass  # the parent closed its end while we were writing: nobody left to serve
+    finally:
+        engine.close()
+    return EXIT_PARENT_GONE
+
+
+class Server:
+    """Reads requests and writes replies until EOF. A bad request never ends the loop."""
+
+    def __init__(self, sock: socket.socket, engine: Engine, *, allow_test_ops: bool) -> None:
+        self._sock = sock
+        self._engine = engine
+        self._allow_test_ops = allow_test_ops
+
+    def serve(self) -> None:
+        while True:
+            try:
+                frame = recv_frame(self._sock)
+            except ConnectionClosed:
+                return
+            except FrameTooLarge as exc:
+                self._send(ErrorReply(id=None, error="frame_too_large", message=str(exc)))
+                continue
+            except ProtocolError as exc:
+                self._send(ErrorReply(id=None, error="bad_request", message=str(exc)))
+                continue
+            self._send(self.handle(frame))
+
+    def handle(self, frame: dict[str, Any]) -> BaseModel:
+        """The final reply to one request (a stream's token events are sent on the way).
+
+        MemoryError and OSError (the socket is gone) propagate: both end the worker.
+        """
+        raw_id = frame.get("id")
+        req_id = raw_id if type(raw_id) is int and 0 <= raw_id <= 2**53 else None
+        if frame.get("op") in TEST_OPS and not self._allow_test_ops:
+            return ErrorReply(
+                id=req_id, error="test_ops_disabled", message="start with --allow-test-ops"
+            )
+        try:
+            request = REQUEST_ADAPTER.validate_python(frame)
+        except ValidationError as exc:
+            message = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            return ErrorReply(id=req_id, error="bad_request", message=message)
+        try:
+            return self._dispatch(request)
+        except (MemoryError, OSError):
+            raise
+        except Exception as exc:
+            log.warning("worker.request_failed", op=request.op, error=repr(exc))
+            return ErrorReply(id=request.id, error="llama_error", message=repr(exc)[:2000])
+
+    def _dispatch(self, request: Request) -> BaseModel:
+        if isinstance(request, PingRequest):
+            return PongReply(id=request.id, pid=os.getpid())
+        if isinstance(request, EmbedRequest):
+            dim, data = self._engine.embed(request.texts)
+            return EmbedReply(
+                id=request.id,
+                dim=dim,
+                count=len(request.texts),
+                data=base64.b64encode(data).decode("ascii"),
+            )
+        if isinstance(request, CountTokensRequest):
+            n = len(self._engine.prompt_tokens(request.messages))
+            return TokenCountReply(id=request.id, prompt_tokens=n)
+        if isinstance(request, GenerateRequest):
+            return self._generate(request)
+        if isinstance(request, AllocRequest):
+            block = bytearray(request.mb * 1024 * 1024)
+            for offset in range(0, len(block), _PAGE):  # fault in every page for real
+                block[offset] = 1
+            del block
+            return ProbeReply(id=request.id, result={"allocated_mb": request.mb})
+        if isinstance(request, SleepRequest):
+            time.sleep(request.s)
+            return ProbeReply(id=request.id, result={"slept_s": request.s})
+        raise TypeError(f"unhandled request {type(request).__name__}")
+
+    def _generate(self, request: GenerateRequest) -> BaseModel:
+        def on_token(text: str) -> None:
+            self._send(TokenEvent(id=request.id, text=text))
+
+        try:
+            result = self._engine.generate(
+                request.messages,
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                stop=request.stop,
+                on_token=on_token if request.stream else None,
+            )
+        except ContextOverflowError as exc:
+            return ErrorReply(
+                id=request.id,
+                error="context_overflow",
+                message=str(exc),
+                prompt_tokens=exc.prompt_tokens,
+                limit=exc.limit,
+            )
+        return DoneEvent(
+            id=request.id,
+            text=result.text,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            prompt_ms=round(result.prompt_ms, 3),
+            generate_ms=round(result.generate_ms, 3),
+            prompt_eval_tokens=result.prompt_eval_tokens,
+            finish_reason="stop" if result.finish_reason == "stop" else "length",
+        )
+
+    def _send(self, message: BaseModel) -> None:
+        send_frame(self._sock, message)
