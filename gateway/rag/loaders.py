@@ -414,6 +414,7 @@ def _load_html(path: Path, data: bytes) -> LoadedDocument:
 
 # --- CSV ----------------------------------------------------------------------------------------
 
+_CSV_DELIMITERS = ",;\t|"
 _DATE_COLUMNS = ("date", "datetime", "timestamp", "time", "day")
 _MACHINE_COLUMNS = ("machine", "asset", "equipment", "line", "device", "station")
 
@@ -426,10 +427,15 @@ def _load_csv(path: Path, data: bytes) -> LoadedDocument:
     warnings: list[str] = []
     text = _decode(path, data, warnings)
     sample = text[:8192]
+    dialect: type[csv.Dialect] | csv.Dialect
     try:
-        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+        dialect = csv.Sniffer().sniff(sample, delimiters=_CSV_DELIMITERS)
     except csv.Error:
-        dialect = csv.excel
+        # The sniffer gives up on ragged rows; the header line alone is a good enough guess.
+        header_line = sample.split("\n", 1)[0]
+        delimiter = max(_CSV_DELIMITERS, key=header_line.count)
+        warnings.append(f"CSV dialect not detected; using delimiter {delimiter!r} from the header")
+        dialect = csv.excel_tab if delimiter == "\t" else _dialect_with(delimiter)
     try:
         rows = list(csv.reader(io.StringIO(text), dialect))
     except csv.Error as exc:
@@ -455,6 +461,14 @@ def _load_csv(path: Path, data: bytes) -> LoadedDocument:
         section = f"{key} (row {number})" if key else f"row {number}"
         blocks.append(Block(body, (section,), None, meta, atomic=True))
     return LoadedDocument(path, "csv", path.stem, tuple(blocks), tuple(warnings))
+
+
+def _dialect_with(delimiter: str) -> type[csv.Dialect]:
+    class Guessed(csv.excel):
+        pass
+
+    Guessed.delimiter = delimiter
+    return Guessed
 
 
 def _find_column(header: list[str], names: tuple[str, ...]) -> int | None:

@@ -152,6 +152,9 @@ class KnowledgeBase:
         try:
             _prepare_connection(conn)
             _ensure_schema(conn, path, dim, embedding_identity)
+        except apsw.Error as exc:
+            conn.close()
+            raise KnowledgeBaseError(f"cannot open knowledge base {path}: {exc}") from exc
         except BaseException:
             conn.close()
             raise
