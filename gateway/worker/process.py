@@ -189,6 +189,10 @@ async def spawn(spec: SpawnSpec) -> WorkerProcess:
             stdout=2,  # our stderr: nothing the worker prints may corrupt the gateway's stdout
             env=spec.env,
         )
+    except OSError as exc:
+        ours.close()
+        message = f"cannot run {spec.argv[0]}: {exc}"
+        raise StartFailed(message, timed_out=False, returncode=None) from exc
     except BaseException:
         ours.close()
         raise

@@ -501,7 +501,7 @@ class WorkerSupervisor:
             return
         try:
             await self._spawn()
-        except StartFailed as exc:
+        except Exception as exc:  # StartFailed, or anything unforeseen: never leave "restarting"
             log.error("worker.crashed", pid=None, op="start", reason=str(exc))
             self._schedule_restart()
         else:
@@ -531,7 +531,7 @@ class WorkerSupervisor:
         log.info("worker.restarting", attempt=1, delay_s=0.0, recovery=True)
         try:
             await self._spawn()
-        except StartFailed as exc:
+        except Exception as exc:
             self._enter_failed(reason=f"recovery attempt failed: {exc}")
         else:
             self._restarts += 1
