@@ -43,6 +43,8 @@ class GenerationResult(Protocol):
     @property
     def completion_tokens(self) -> int: ...
     @property
+    def prompt_ms(self) -> float: ...
+    @property
     def generate_ms(self) -> float: ...
     @property
     def model(self) -> str: ...
@@ -175,7 +177,7 @@ class Answerer:
             latency=Latency(
                 queue_ms=_ms(ctx.started_at - ctx.received_at),
                 retrieve_ms=_ms(retrieve_s),
-                generate_ms=generation.generate_ms,
+                generate_ms=generation.prompt_ms + generation.generate_ms,
                 total_ms=_ms(now - ctx.received_at),
             ),
             answered_at=datetime.now(UTC),

@@ -82,7 +82,7 @@ async def ask(
         )
         async with asyncio.timeout(timeout_s):
             async for message in client.messages:
-                reply = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                reply = json.loads(bytes(message.payload))
                 if isinstance(reply, dict) and reply.get("question_id") == question_id:
                     return reply
     raise TimeoutError  # pragma: no cover - the loop only ends by timeout or return
@@ -97,7 +97,9 @@ def format_answer(answer: Answer) -> str:
         for number, source in enumerate(answer.sources, 1):
             where = source.section or "-"
             page = f", page {source.page}" if source.page is not None else ""
-            lines.append(f"  [{number}] {source.document} — {where}{page} (score {source.score:.2f})")
+            lines.append(
+                f"  [{number}] {source.document} — {where}{page} (score {source.score:.2f})"
+            )
     lines.append(
         f"({answer.model or 'no model'}; {answer.latency.total_ms:.0f} ms, "
         f"{answer.usage.completion_tokens} tokens)"

@@ -38,7 +38,9 @@ class Mosquitto:
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
-            raise RuntimeError("mosquitto is not installed: run `make deps` (apt-get install mosquitto)")
+            raise RuntimeError(
+                "mosquitto is not installed: run `make deps` (apt-get install mosquitto)"
+            )
         self.binary = binary
         self.workdir = workdir
         self.port = port or free_port()
