@@ -25,6 +25,7 @@ from itertools import groupby
 from gateway.rag.loaders import Block, LoadedDocument
 
 SECTION_SEPARATOR = " > "
+MAX_SECTION_CHARS = 256  # models.answer.Source.section is a ShortText (<= 256 characters)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+(?=\S)")
 _WHITESPACE = re.compile(r"\s+")
@@ -38,6 +39,21 @@ class Chunk:
     section: str = ""
     page: int | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def section_path(headings: Sequence[str]) -> str:
+    """Heading path joined with " > ", at most MAX_SECTION_CHARS (answers cite it verbatim).
+
+    When too long, the outer headings are dropped first: the innermost is the most specific.
+    """
+    path = SECTION_SEPARATOR.join(headings)
+    if len(path) <= MAX_SECTION_CHARS:
+        return path
+    parts = list(headings)
+    while len(parts) > 1 and len(SECTION_SEPARATOR.join(["…", *parts])) > MAX_SECTION_CHARS:
+        parts.pop(0)
+    path = SECTION_SEPARATOR.join(["…", *parts]) if len(parts) < len(headings) else path
+    return path if len(path) <= MAX_SECTION_CHARS else path[: MAX_SECTION_CHARS - 1] + "…"
 
 
 def context_text(chunk: Chunk, title: str) -> str:
@@ -68,7 +84,7 @@ def chunk_blocks(blocks: Sequence[Block], *, chunk_chars: int, overlap: int) -> 
     for (headings, page, atomic), group in groupby(
         blocks, key=lambda b: (b.headings, b.page, b.atomic)
     ):
-        section = SECTION_SEPARATOR.join(headings)
+        section = section_path(headings)
         members = list(group)
         if atomic:
             for block in members:

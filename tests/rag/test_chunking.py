@@ -100,3 +100,15 @@ def test_embedding_text_carries_title_and_section_but_stored_text_is_clean() -> 
     )
     assert chunk.text == "Check the filter."
     assert embedding_text(Chunk(0, "plain"), "") == "plain"
+
+
+def test_section_paths_fit_the_wire_limit() -> None:
+    from gateway.rag.chunking import MAX_SECTION_CHARS, section_path
+
+    assert section_path(["A", "B"]) == "A > B"
+    deep = [f"Heading number {i} " + "x" * 40 for i in range(10)]
+    path = section_path(deep)
+    assert len(path) <= MAX_SECTION_CHARS
+    assert path.startswith("… > ")
+    assert path.endswith(deep[-1])
+    assert len(section_path(["y" * 1000])) == MAX_SECTION_CHARS
