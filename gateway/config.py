@@ -130,7 +130,7 @@ class KnowledgeBaseConfig(Section):
     chunk_overlap_chars: int = Field(default=150, ge=0, le=2_000)
     top_k: int = Field(default=4, ge=1, le=16)
     similarity_threshold: float = Field(
-        default=0.35,
+        default=0.30,
         ge=-1.0,
         le=1.0,
         description=(

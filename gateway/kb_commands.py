@@ -19,7 +19,9 @@ def ingest(settings: Settings, paths: list[Path]) -> int:
 
     kb, embedding_model = open_knowledge_base(settings)
     try:
-        with LlamaEmbedder(embedding_model, n_threads=settings.worker.n_threads) as embedder:
+        # One thread: the gateway may be generating on the other cores, and llama.cpp threads
+        # spin against each other (a short embedding went from 8.5 ms to 1 s with 2 threads).
+        with LlamaEmbedder(embedding_model, n_threads=1) as embedder:
             report = ingest_paths(
                 kb,
                 embedder,
@@ -97,7 +99,7 @@ def calibrate(settings: Settings, questions_file: Path) -> int:
     questions = load_questions(questions_file)
     kb, embedding_model = open_knowledge_base(settings)
     try:
-        with LlamaEmbedder(embedding_model, n_threads=settings.worker.n_threads) as embedder:
+        with LlamaEmbedder(embedding_model, n_threads=1) as embedder:
             report = run_calibration(kb, embedder.embed, questions, top_k=settings.kb.top_k)
     finally:
         kb.close()

@@ -36,7 +36,7 @@ def demo_kb_file(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) ->
     data = tmp_path_factory.mktemp("kb")
     settings = Settings(data_dir=data, cache_dir=model_cache)
     kb, embedding_model = open_knowledge_base(settings)
-    with LlamaEmbedder(embedding_model) as embedder:
+    with LlamaEmbedder(embedding_model, n_threads=1) as embedder:
         report = ingest_paths(
             kb,
             embedder,

@@ -65,7 +65,7 @@ def settings_for(
 
 def ingest_demo(settings: Settings) -> None:
     kb, embedding_model = open_knowledge_base(settings)
-    with LlamaEmbedder(embedding_model) as embedder:
+    with LlamaEmbedder(embedding_model, n_threads=1) as embedder:
         ingest_paths(
             kb,
             embedder,
@@ -140,7 +140,7 @@ def run_baseline_side(
 
     kb, embedding_model = open_knowledge_base(settings)
     by_id: dict[int, Any] = {}
-    with LlamaEmbedder(embedding_model) as embedder:
+    with LlamaEmbedder(embedding_model, n_threads=1) as embedder:
         for text in texts:
             (vector,) = embedder.embed([text])
             for hit in kb.search(text, vector, top_k=settings.kb.top_k):
