@@ -162,7 +162,9 @@ async def terminal(
         protocol=protocol,
     ) as client:
         term = Terminal(client, site, terminal_id)
-        topics = subscribe or (term.answer_topic, term.answer_topic + "/#")
+        # `answer/#` also matches `answer` itself; a second overlapping subscription would
+        # deliver every answer twice.
+        topics = subscribe or (term.answer_topic + "/#",)
         for topic in topics:
             await client.subscribe(topic, qos=1)
         collector = asyncio.create_task(term._collect())
