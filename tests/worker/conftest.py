@@ -16,7 +16,15 @@ import pytest_asyncio
 
 from gateway.bundled import default_generation_model
 from gateway.config import WorkerConfig
-from gateway.worker.confinement import ConfinementError, Limits, create_confinement
+from gateway.worker.confinement import (
+    CgroupV1Confinement,
+    CgroupV2Confinement,
+    Confinement,
+    ConfinementChoice,
+    ConfinementError,
+    Limits,
+    create_confinement,
+)
 from gateway.worker.supervisor import SupervisorState, WorkerSupervisor
 
 TEST_DEFAULTS: dict[str, Any] = {
@@ -97,10 +105,11 @@ def cgroup_dirs_named(name: str) -> list[Path]:
     return [p for p in Path("/sys/fs/cgroup").glob(f"*/**/{name}") if p.is_dir()]
 
 
-def writable_cgroup_or_skip() -> str:
+def writable_cgroup_or_skip() -> ConfinementChoice:
     """The cgroup version usable here; skips (with the reasons) only if there is none."""
     reasons = []
-    for choice in ("cgroup-v2", "cgroup-v1"):
+    choices: tuple[ConfinementChoice, ...] = ("cgroup-v2", "cgroup-v1")
+    for choice in choices:
         try:
             probe = create_confinement(
                 Limits(memory_bytes=64 << 20), instance="probe", choice=choice
@@ -111,3 +120,11 @@ def writable_cgroup_or_skip() -> str:
         probe.close()
         return choice
     pytest.skip("no writable cgroup on this machine: " + "; ".join(reasons))
+
+
+def memory_group(conf: Confinement) -> Path:
+    """The directory whose memory limit confines the worker."""
+    if isinstance(conf, CgroupV1Confinement):
+        return conf.memory_path
+    assert isinstance(conf, CgroupV2Confinement)
+    return conf.path

@@ -137,13 +137,15 @@ async def test_worker_does_not_outlive_a_killed_gateway(
         stdout=asyncio.subprocess.PIPE,
         env=worker_env({}),
     )
-    assert parent.stdout is not None
-    async with asyncio.timeout(60):
-        worker_pid = int(await parent.stdout.readline())
-    child = psutil.Process(worker_pid)
-    assert child.ppid() == parent.pid
-    os.kill(parent.pid, signal.SIGKILL)
-    await parent.wait()
+    try:
+        assert parent.stdout is not None
+        async with asyncio.timeout(60):
+            worker_pid = int(await parent.stdout.readline())
+        child = psutil.Process(worker_pid)
+        assert child.ppid() == parent.pid
+    finally:
+        os.kill(parent.pid, signal.SIGKILL)
+        await parent.wait()
 
     def gone() -> bool:
         try:
