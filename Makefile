@@ -73,7 +73,7 @@ schema: venv
 	$(VENV)/bin/edge-gateway schema --out models/schemas
 
 bench: deps venv
-	$(PY) -m tests.bench.run --out bench-report
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m tests.bench.run --out bench-report $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -137,6 +137,7 @@ def run_baseline_side(
 ) -> tuple[Summary, list[int]]:
     """llama-cpp-python in-process on the prompts the gateway built (same chunks, same order)."""
     import llama_cpp
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     kb, embedding_model = open_knowledge_base(settings)
     by_id: dict[int, Any] = {}
@@ -155,9 +156,14 @@ def run_baseline_side(
         flash_attn=settings.worker.flash_attn,
         verbose=False,
     )
-    llm.create_chat_completion(
-        [{"role": "user", "content": "warm up"}], max_tokens=8, temperature=0
+    # The GGUF's own chat template, rendered by llama-cpp-python's public formatter: the same
+    # prompt text the worker builds (create_chat_completion may substitute a built-in format).
+    formatter = Jinja2ChatFormatter(
+        template=llm.metadata["tokenizer.chat_template"],
+        eos_token=llm._model.token_get_text(llm.token_eos()),
+        bos_token=llm._model.token_get_text(llm.token_bos()),
     )
+    llm.create_completion("warm up", max_tokens=8, temperature=0)
     times, tokens = [], []
     for text, reply in zip(texts, replies, strict=True):
         chunks = [
@@ -171,9 +177,9 @@ def run_baseline_side(
             for n, s in enumerate(reply.get("sources", []), 1)
             if s["chunk_id"] in by_id
         ]
-        messages = build_messages(text, chunks)
+        prompt = formatter(messages=build_messages(text, chunks)).prompt
         t0 = time.perf_counter()
-        out = llm.create_chat_completion(messages, max_tokens=max_tokens, temperature=0)
+        out = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0)
         times.append(time.perf_counter() - t0)
         tokens.append(int(out["usage"]["completion_tokens"]))
     return Summary.of(times), tokens

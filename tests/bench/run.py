@@ -7,6 +7,7 @@ ours / baseline, measured in the same run on the same machine.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import tempfile
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from typing import Any
 
 import psutil
 
+from gateway.logging import configure_logging
 from tests.bench import e2e, retrieval
 from tests.bench.stats import Summary
 
@@ -37,7 +39,8 @@ def report(e2e_result: dict[str, Any], retrieval_rows: list[dict[str, Any]]) -> 
         "one at a time, bundled SmolLM2-135M-Instruct, greedy decoding, "
         f"{e2e_result['threads']} threads, max_tokens as configured. Gateway: terminal publish "
         "to answer received (MQTT QoS 1 both ways, journal fsync, retrieval, worker IPC). "
-        "Baseline: `create_chat_completion` on the same prompt (same retrieved chunks). Only "
+        "Baseline: `Llama.create_completion` in the bench process on the same prompt (same "
+        "retrieved chunks, the GGUF's chat template, same thread wait policy). Only "
         f"the {e2e_result['answered_by_model']} questions the model answered are compared "
         f"({e2e_result['fallbacks']} fallbacks, {e2e_result['errors']} errors).",
         "",
@@ -68,6 +71,11 @@ def report(e2e_result: dict[str, Any], retrieval_rows: list[dict[str, Any]]) -> 
 
 
 def main() -> None:
+    # The worker runs llama.cpp with OMP_WAIT_POLICY=PASSIVE (gateway/worker/process.py); the
+    # baseline must too. libgomp reads it when loaded, so `make bench` sets it before Python.
+    if os.environ.get("OMP_WAIT_POLICY") != "PASSIVE":
+        raise SystemExit("run with OMP_WAIT_POLICY=PASSIVE (make bench does)")
+    configure_logging("warning", "console")
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("bench-report"))
     parser.add_argument("--questions", type=int, default=50)
