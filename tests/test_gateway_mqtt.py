@@ -252,3 +252,26 @@ async def test_status_and_health_are_retained(
         await asyncio.sleep(0.3)
         statuses = [r.json for r in ops.replies if r.topic.endswith("/status")]
         assert statuses[-1]["state"] == "offline"
+
+
+async def test_broker_restart_reconnects_and_keeps_answering(
+    mosquitto: Mosquitto, make_settings: SettingsFactory
+) -> None:
+    async with GatewayRunner(make_settings(mosquitto)) as gw:
+        adapter = gw.adapters["mqtt"]
+        mosquitto.stop()
+        for _ in range(100):
+            if not adapter.connected:
+                break
+            await asyncio.sleep(0.05)
+        assert not adapter.connected
+        mosquitto.start()  # same port, same persistence directory
+        for _ in range(200):
+            if adapter.connected:
+                break
+            await asyncio.sleep(0.05)
+        assert adapter.connected
+        assert adapter.health().reconnects == 1
+        async with terminal(mosquitto.port, "t1") as t:
+            qid = await t.ask(OFF_TOPIC)
+            assert (await t.wait_for(qid)).json["fallback"] is True
