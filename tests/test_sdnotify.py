@@ -130,7 +130,7 @@ async def test_a_blocked_loop_sends_no_pings(abstract_socket: tuple[str, socket.
     drain()
     before = len(arrivals)
     assert before >= 1
-    time.sleep(0.6)  # the loop is blocked: no task runs, six pings are due and none is sent
+    time.sleep(0.6)  # noqa: ASYNC251 - blocks the loop on purpose: six pings due, none sent
     drain()
     during = len(arrivals) - before
     await asyncio.sleep(0.3)
