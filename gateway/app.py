@@ -5,20 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from adapters.base import BusAdapter
 from adapters.mqtt import MqttAdapter
-from gateway.answering import Answerer, AnswerPolicy, SearchHit
+from gateway.answering import Answerer, AnswerPolicy
 from gateway.bundled import default_generation_model
 from gateway.config import Settings
 from gateway.executor import SerialExecutor
 from gateway.health import HealthReporter, LoopLagMonitor
 from gateway.journal import Journal
+from gateway.kb_live import LiveKnowledgeBase
 from gateway.logging import get_logger
 from gateway.metrics import Metrics
+from gateway.ops import Operations
 from gateway.rag.embedding_model import (
     embedding_model_identity,
     read_gguf_scalars,
@@ -70,7 +71,9 @@ class Gateway:
         self.worker: WorkerSupervisor | None = None
         self.journal: Journal | None = None
         self.adapters: dict[str, BusAdapter] = {}
-        self._lag = LoopLagMonitor()
+        self.answerer: Answerer | None = None
+        self.kb: LiveKnowledgeBase | None = None
+        self.loop_lag = LoopLagMonitor()
 
     def _status(self, state: GatewayState) -> bytes:
         return (
@@ -85,6 +88,14 @@ class Gateway:
         return GatewayState.ONLINE
 
     async def run(self, stop: asyncio.Event) -> None:
+        ops = Operations(self, stop)  # systemd READY/WATCHDOG/STATUS from this loop
+        ops.start()
+        try:
+            await self._run(stop, ops)
+        finally:
+            await ops.close()
+
+    async def _run(self, stop: asyncio.Event, ops: Operations) -> None:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         s.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -93,8 +104,9 @@ class Gateway:
         started = time.monotonic()
         journal = await journal_io.run(Journal, s.journal_path, synchronous=s.journal.synchronous)
         self.journal = journal
-        kb, embedding_model = await kb_io.run(open_knowledge_base, s)
-        chunks = await kb_io.run(kb.chunk_count)
+        kb_file, embedding_model = await kb_io.run(open_knowledge_base, s)
+        chunks = await kb_io.run(kb_file.chunk_count)
+        kb = self.kb = LiveKnowledgeBase(kb_file, kb_io, top_k=s.kb.top_k, chunks=chunks)
         if chunks == 0:
             log.warning("kb.empty", path=str(s.kb_path), hint="run `edge-gateway ingest PATH`")
         worker = WorkerSupervisor(
@@ -108,15 +120,9 @@ class Gateway:
         try:
             await worker.start()
 
-            async def search(text: str, vector: Sequence[float]) -> Sequence[SearchHit]:
-                hits: Sequence[SearchHit] = await kb_io.run(
-                    kb.search, text, vector, top_k=s.kb.top_k
-                )
-                return hits
-
-            answerer = Answerer(
+            answerer = self.answerer = Answerer(
                 worker,
-                search,
+                kb.search,
                 AnswerPolicy(
                     similarity_threshold=s.kb.similarity_threshold,
                     fallback_text=s.kb.fallback_text,
@@ -145,7 +151,6 @@ class Gateway:
                 metrics=self.metrics,
             )
             self.service = service
-            kb_size = chunks
             health = HealthReporter(
                 instance=s.instance,
                 data_dir=s.data_dir,
@@ -154,20 +159,22 @@ class Gateway:
                 queue_capacity=s.queue.max_depth,
                 worker=worker.health,
                 buses=lambda: {name: a.health() for name, a in self.adapters.items()},
-                kb_chunks=lambda: kb_size,
+                kb_chunks=lambda: kb.chunks,
                 state=self.state,
-                lag=self._lag,
+                lag=self.loop_lag,
             )
             for adapter in self.adapters.values():
                 await adapter.start(service.on_message)
             await service.recover()
+            ops.start_metrics()
             async with asyncio.TaskGroup() as tasks:
                 background = [
                     tasks.create_task(service.run_intake(), name="intake"),
                     tasks.create_task(service.run_answering(), name="answering"),
-                    tasks.create_task(self._lag.run(), name="loop-lag"),
+                    tasks.create_task(self.loop_lag.run(), name="loop-lag"),
                     tasks.create_task(self._publish_health(health), name="health"),
                     tasks.create_task(self._purge(journal, journal_io), name="purge"),
+                    tasks.create_task(kb.run_refresh(s.health.interval_s), name="kb-refresh"),
                 ]
                 self.ready.set()
                 log.info(
@@ -183,7 +190,7 @@ class Gateway:
                     task.cancel()
         finally:
             await worker.stop()
-            await kb_io.run(kb.close)
+            await kb.close()
             await journal_io.run(journal.close)
             journal_io.shutdown()
             kb_io.shutdown()
@@ -193,7 +200,7 @@ class Gateway:
         """Stop taking questions, finish the one in progress (bounded), say we are offline."""
         log.info("gateway.stopping", queue_depth=service.queue_depth)
         service.stop_accepting()
-        finished = await service.drain(timeout_s=self.settings.worker.request_timeout_s)
+        finished = await service.drain(timeout_s=self.settings.shutdown.drain_timeout_s)
         if not finished:
             log.warning("gateway.stop_left_in_progress", hint="answered after restart")
         offline = self._status(GatewayState.OFFLINE)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -58,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
         "calibrate", help="measure similarity scores and recommend a fallback threshold"
     )
     calibrate.add_argument("questions", type=Path, help="file with one in-domain question a line")
+    export = kb_sub.add_parser(
+        "export", help="back up the knowledge base to one checksummed file (safe while running)"
+    )
+    export.add_argument("file", type=Path)
+    restore = kb_sub.add_parser(
+        "import", help="restore a backup (refused if its embedding model differs from ours)"
+    )
+    restore.add_argument("file", type=Path)
 
     ask = sub.add_parser("ask", help="ask over MQTT exactly as a terminal would")
     ask.add_argument("question")
@@ -110,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     command: str = args.command
     if command == "run":
-        return _run(settings, allow_test_ops=args.allow_test_ops)
+        return _run(settings, allow_test_ops=args.allow_test_ops, reload=lambda: _load(args))
     if command == "config":
         print(json.dumps(settings.model_dump(mode="json"), indent=2))
         return EXIT_OK
@@ -145,19 +152,21 @@ def _dispatch_kb(args: argparse.Namespace, settings: Settings) -> int:
         "stats": lambda: kb_commands.stats(settings),
         "remove": lambda: kb_commands.remove(settings, args.paths, missing=args.missing),
         "calibrate": lambda: kb_commands.calibrate(settings, args.questions),
+        "export": lambda: kb_commands.export(settings, args.file),
+        "import": lambda: kb_commands.import_(settings, args.file),
     }
     return handlers[args.kb_command]()
 
 
-def _run(settings: Settings, *, allow_test_ops: bool) -> int:
+def _run(settings: Settings, *, allow_test_ops: bool, reload: Callable[[], Settings]) -> int:
     from gateway.app import Gateway
+    from gateway.ops import install_signal_handlers
 
     async def serve() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await Gateway(settings, allow_test_ops=allow_test_ops).run(stop)
+        gateway = Gateway(settings, allow_test_ops=allow_test_ops)
+        install_signal_handlers(gateway, stop, reload)  # TERM/INT stop, HUP reload
+        await gateway.run(stop)
 
     asyncio.run(serve())
     return EXIT_OK

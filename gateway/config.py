@@ -187,6 +187,27 @@ class QueueConfig(Section):
     )
 
 
+class ShutdownConfig(Section):
+    drain_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "On SIGTERM, how long the answer in progress may take to finish; past it the question "
+            "stays in the journal and is answered after the restart. Keep below the unit's "
+            "TimeoutStopSec."
+        ),
+    )
+
+
+class MetricsConfig(Section):
+    enabled: bool = Field(default=False, description="Serve Prometheus metrics over HTTP.")
+    host: str = Field(
+        default="127.0.0.1",
+        description="Listen address; loopback by default (scrape through a proxy or SSH tunnel).",
+    )
+    port: Port = 9464
+
+
 class LimitsConfig(Section):
     max_payload_bytes: int = Field(
         default=16_384, ge=256, le=1_048_576, description="Checked before any parsing."
@@ -232,6 +253,8 @@ class Settings(BaseSettings):
     limits: LimitsConfig = LimitsConfig()
     health: HealthConfig = HealthConfig()
     log: LogConfig = LogConfig()
+    shutdown: ShutdownConfig = ShutdownConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @classmethod
     def settings_customise_sources(

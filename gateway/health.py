@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from gateway.metrics import Metrics
+from gateway.metrics import LAG_BUCKETS_S, Histogram, Metrics
 from models.health import (
     BusHealth,
     GatewayState,
@@ -29,6 +29,7 @@ class LoopLagMonitor:
         self.interval_s = interval_s
         self.last_lag_ms = 0.0
         self.max_lag_ms = 0.0
+        self.histogram = Histogram(LAG_BUCKETS_S)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -38,6 +39,7 @@ class LoopLagMonitor:
             lag = max(0.0, (loop.time() - start - self.interval_s) * 1000)
             self.last_lag_ms = lag
             self.max_lag_ms = max(self.max_lag_ms, lag)
+            self.histogram.observe(lag / 1000)
 
     def take_max(self) -> float:
         """The worst lag since the previous health message."""

@@ -116,3 +116,35 @@ def calibrate(settings: Settings, questions_file: Path) -> int:
     for score in weak:
         print(f"  below threshold: {score.best:.3f}  {score.question}")
     return 0
+
+
+def export(settings: Settings, out: Path) -> int:
+    from gateway.rag.backup import export_kb
+
+    report = export_kb(settings.kb_path, out)
+    m = report.manifest
+    print(
+        f"exported {m.documents} documents, {m.chunks} chunks to {out} "
+        f"({report.bytes / 1e6:.1f} MB, {report.seconds:.2f} s)\n"
+        f"sha256 {m.sha256}  embedding {m.embedding_identity} ({m.dim} dimensions)"
+    )
+    return 0
+
+
+def import_(settings: Settings, archive: Path) -> int:
+    from gateway.app import embedding_dim
+    from gateway.rag.backup import import_kb
+    from gateway.rag.embedding_model import embedding_model_identity, resolve_embedding_model
+
+    model = resolve_embedding_model(settings.kb, settings.cache_dir)
+    m = import_kb(
+        archive,
+        settings.kb_path,
+        embedding_identity=embedding_model_identity(model),
+        dim=embedding_dim(model),
+    )
+    print(
+        f"imported {m.documents} documents, {m.chunks} chunks from {archive} "
+        f"(exported {m.created_at}) into {settings.kb_path}"
+    )
+    return 0

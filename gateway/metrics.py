@@ -1,13 +1,57 @@
-"""In-process figures behind the health message (and, later, the Prometheus endpoint)."""
+"""In-process figures behind the health message and the Prometheus endpoint.
+
+Both read this one object, so a dashboard and the retained health message never disagree: the
+health message shows a sliding window (p50/p95 of the last answers), Prometheus cumulative
+histograms of the same observations.
+"""
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from dataclasses import dataclass, field
 
+from models.answer import Latency
 from models.health import Counters, LatencySummary
 
 WINDOW = 512
+STAGES = ("queue", "retrieve", "generate", "total")
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+LAG_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+
+@dataclass
+class Histogram:
+    """A cumulative histogram (Prometheus semantics) kept with plain ints on the event loop."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    samples: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * len(self.bounds)
+
+    def observe(self, value: float) -> None:
+        index = bisect.bisect_left(self.bounds, value)
+        if index < len(self.counts):
+            self.counts[index] += 1
+        self.total += value
+        self.samples += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(upper bound, count <= bound) pairs ending with +Inf, as Prometheus exposes them."""
+        running = 0
+        buckets: list[tuple[str, int]] = []
+        for bound, count in zip(self.bounds, self.counts, strict=True):
+            running += count
+            buckets.append((repr(float(bound)), running))
+        buckets.append(("+Inf", self.samples))
+        return buckets
+
+
+def _stage_histograms() -> dict[str, Histogram]:
+    return {stage: Histogram(LATENCY_BUCKETS_S) for stage in STAGES}
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -33,6 +77,27 @@ class Metrics:
     model_runs: int = 0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     tokens_per_s: deque[float] = field(default_factory=lambda: deque(maxlen=64))
+    stage_seconds: dict[str, Histogram] = field(default_factory=_stage_histograms)
+    tokens_generated: int = 0
+    generate_seconds: float = 0.0
+
+    def observe_answer(self, latency: Latency, completion_tokens: int) -> None:
+        """One answer (or fallback): the health window and the histograms see the same figure."""
+        self.latencies_ms.append(latency.total_ms)
+        for stage, ms in (
+            ("queue", latency.queue_ms),
+            ("retrieve", latency.retrieve_ms),
+            ("generate", latency.generate_ms),
+            ("total", latency.total_ms),
+        ):
+            if stage != "generate" or ms > 0:  # fallbacks never reached the model
+                self.stage_seconds[stage].observe(ms / 1000)
+        gen_s = latency.generate_ms / 1000
+        if gen_s > 0 and completion_tokens:
+            # Prompt processing included: the rate a terminal actually experiences.
+            self.tokens_per_s.append(completion_tokens / gen_s)
+            self.tokens_generated += completion_tokens
+            self.generate_seconds += gen_s
 
     def counters(self) -> Counters:
         return Counters(

@@ -331,11 +331,7 @@ class QuestionService:
             self.metrics.fallback += 1
         else:
             self.metrics.answered += 1
-            gen_s = answer.latency.generate_ms / 1000
-            if gen_s > 0 and answer.usage.completion_tokens:
-                # Prompt processing included: the rate a terminal actually experiences.
-                self.metrics.tokens_per_s.append(answer.usage.completion_tokens / gen_s)
-        self.metrics.latencies_ms.append(answer.latency.total_ms)
+        self.metrics.observe_answer(answer.latency, answer.usage.completion_tokens)
         bound.info(
             "question.answered",
             fallback=answer.fallback,

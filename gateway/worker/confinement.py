@@ -132,7 +132,9 @@ class CgroupV2Confinement(Confinement):
         return f"cgroup-v2:{self.path}"
 
 
-def _setup_v2(parent: Path, name: str, limits: Limits) -> CgroupV2Confinement:
+def _setup_v2(
+    parent: Path, name: str, limits: Limits, *, own_group: bool = False
+) -> CgroupV2Confinement:
     """A child group of `parent` with memory (and cpu, pids if delegated) limits."""
     controllers = (_read(parent / "cgroup.controllers") or "").split()
     if "memory" not in controllers:
@@ -140,6 +142,8 @@ def _setup_v2(parent: Path, name: str, limits: Limits) -> CgroupV2Confinement:
     wanted = [c for c in ("memory", "cpu", "pids") if c in controllers]
     enabled = (_read(parent / "cgroup.subtree_control") or "").split()
     missing = [c for c in wanted if c not in enabled]
+    if missing and own_group:
+        _leave_for_leaf(parent)
     if missing:
         # Fails with EBUSY when `parent` holds processes (the "no internal processes" rule): then
         # it is not a delegated subtree we may use.
@@ -161,6 +165,28 @@ def _setup_v2(parent: Path, name: str, limits: Limits) -> CgroupV2Confinement:
         _rmdir(path)
         raise
     return CgroupV2Confinement(path)
+
+
+GATEWAY_LEAF = "gateway"
+"""Where the gateway moves itself inside a delegated unit group (see `_leave_for_leaf`)."""
+
+
+def _leave_for_leaf(group: Path) -> None:
+    """Move this process from `group` into `group/gateway` so `group` may enable controllers.
+
+    Under systemd with `Delegate=`, the unit's cgroup is ours but holds the gateway itself, and
+    cgroup v2's "no internal processes" rule refuses to enable controllers for children of a
+    group with member processes (EBUSY). systemd 252 has no `DelegateSubgroup=` (added in 254),
+    so the gateway does it: leaf for itself, sibling groups for the worker. Only when this
+    process is the group's only member: anyone else's processes are not ours to move.
+    """
+    members = {int(p) for p in (_read(group / "cgroup.procs") or "").split() if p.isdigit()}
+    if members != {os.getpid()}:
+        return
+    leaf = group / GATEWAY_LEAF
+    leaf.mkdir(exist_ok=True)
+    _write(leaf / "cgroup.procs", str(os.getpid()))
+    log.info("worker.cgroup_leaf", moved_to=str(leaf), reason="delegated group needs a leaf")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,7 +327,9 @@ def create_confinement(
     reasons: dict[str, str] = {}
     if choice in ("auto", "cgroup-v2"):
         try:
-            return _setup_v2(cgroup_parent or _own_v2_group(), name, limits)
+            if cgroup_parent is None:
+                return _setup_v2(_own_v2_group(), name, limits, own_group=True)
+            return _setup_v2(cgroup_parent, name, limits)
         except (ConfinementError, OSError) as exc:
             reasons["cgroup-v2"] = str(exc)
     if choice in ("auto", "cgroup-v1"):

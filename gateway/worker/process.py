@@ -170,6 +170,8 @@ def worker_env(extra: dict[str, str]) -> dict[str, str]:
     paths = [str(_PACKAGE_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        env.pop(name, None)  # systemd's notify channel is the gateway's alone
     env.update(extra)
     return env
 
