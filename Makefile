@@ -11,7 +11,7 @@ LLAMA_VERSION := 0.3.36
 # built wheel (compiled for this CPU: GGML_NATIVE) is kept here and reused by every later venv
 # on this machine, CI included. Delete it after moving the cache to another CPU.
 WHEEL_CACHE ?= $(HOME)/.cache/edge-gateway/wheels
-APT_PACKAGES := mosquitto mosquitto-clients nats-server build-essential cmake python3-venv python3-dev
+APT_PACKAGES := mosquitto mosquitto-clients nats-server systemd build-essential cmake python3-venv python3-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR ?= var/demo
 DEMO_PORT ?= 1883
