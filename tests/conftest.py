@@ -74,7 +74,7 @@ def make_settings(tmp_path: Path, model_cache: Path, demo_kb_file: Path) -> Sett
             "data_dir": data,
             "cache_dir": model_cache,
             "mqtt": {"port": broker.port},
-            "worker": {"request_timeout_s": 30, "max_tokens": 48, "restart_backoff_s": 0.1},
+            "worker": {"request_timeout_s": 120, "max_tokens": 48, "restart_backoff_s": 0.1},
             "health": {"interval_s": 0.5},
         }
         for key, value in merge_overrides(list(overrides)).items():
