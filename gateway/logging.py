@@ -15,10 +15,28 @@ import structlog
 LogFormat = Literal["auto", "json", "console"]
 
 
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is at the time of the write.
+
+    Binding the stream object at configuration time breaks when something replaces stderr later
+    (a test runner's capture, a daemoniser): the logger keeps writing into a closed file and the
+    event that explains a failure becomes the failure.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure_logging(
     level: str = "info", fmt: LogFormat = "auto", stream: TextIO | None = None
 ) -> None:
-    out = stream or sys.stderr
+    out: TextIO | _CurrentStderr = stream or _CurrentStderr()
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer(colors=out.isatty())
@@ -37,7 +55,7 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=structlog.PrintLoggerFactory(out),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 
