@@ -97,6 +97,8 @@ class Gateway:
         chunks = await kb_io.run(kb.chunk_count)
         if chunks == 0:
             log.warning("kb.empty", path=str(s.kb_path), hint="run `edge-gateway ingest PATH`")
+        # Load the in-memory vector index before the first question (~1 s at 100k chunks).
+        await kb_io.run(kb.warm)
         worker = WorkerSupervisor(
             s.worker,
             generation_model=generation_model_path(s),
