@@ -521,7 +521,7 @@ class _VectorIndex:
                 codes=empty,
                 scales=np.zeros(0, dtype=np.float32),
                 mean=np.zeros(dim, dtype=np.float32),
-                bits=_sign_bits(empty.astype(np.float32)),
+                bits=np.ascontiguousarray(_sign_bits(empty.astype(np.float32)).T),
             )
         ids = np.concatenate(id_parts)
         codes = np.concatenate(code_parts)
@@ -541,7 +541,14 @@ class _VectorIndex:
                 for s in range(0, len(ids), _LOAD_BATCH)
             ]
         )
-        return cls(version=version, ids=ids, codes=codes, scales=scales, mean=mean, bits=bits)
+        return cls(
+            version=version,
+            ids=ids,
+            codes=codes,
+            scales=scales,
+            mean=mean,
+            bits=np.ascontiguousarray(bits.T),  # word-major: see `nearest`
+        )
 
     def nearest(self, query: np.ndarray, count: int) -> list[int]:
         """Chunk ids of the `count` vectors of highest (approximate) cosine, best first."""
@@ -552,12 +559,25 @@ class _VectorIndex:
         q = (query / norm if norm > 0 else query).astype(np.float32)
         coarse = max(count * _COARSE_FACTOR, _COARSE_MIN)
         if coarse < n:
+            # Word-major bits: one XOR + popcount pass per 64-bit word over contiguous memory
+            # (0.5 ms at 100k; 4 ms for the same on row-major bits with a sum over axis 1).
             q_bits = _sign_bits((q - self.mean)[None, :])[0]
-            distance = np.bitwise_count(self.bits ^ q_bits).sum(axis=1, dtype=np.int32)
-            rows = np.argpartition(distance, coarse - 1)[:coarse]
+            distance = np.bitwise_count(self.bits[0] ^ q_bits[0]).astype(np.uint16)
+            for word in range(1, len(q_bits)):
+                distance += np.bitwise_count(self.bits[word] ^ q_bits[word])
+            # Distances are small integers: a histogram finds the cut in 0.2 ms where
+            # argpartition over 100k takes 1 ms. Ties at the cut are taken in chunk order.
+            below = np.cumsum(np.bincount(distance, minlength=len(q_bits) * 64 + 1))
+            cut = int(np.searchsorted(below, coarse))
+            closer = np.flatnonzero(distance < cut)
+            at_cut = np.flatnonzero(distance == cut)[: coarse - len(closer)]
+            rows = np.concatenate((closer, at_cut))
         else:
             rows = np.arange(n)
-        approx = (self.codes[rows].astype(np.float32) @ q) * self.scales[rows]
+        # einsum, not `@`: a matrix-vector product goes to OpenBLAS, whose threads spin against
+        # other processes on a busy 2-core box (12 ms p50 measured here for 2000 x 384, 0.06 ms
+        # single-threaded); einsum's own loop takes 0.2 ms and never waits for a thread.
+        approx = np.einsum("ij,j->i", self.codes[rows].astype(np.float32), q) * self.scales[rows]
         k = min(count, len(rows))
         top = np.argpartition(-approx, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
         ids = self.ids[rows[top]]
