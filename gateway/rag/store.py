@@ -60,6 +60,7 @@ _FTS_SQL = (
 )
 _MAX_QUERY_TERMS = 32
 _BUSY_TIMEOUT_MS = 10_000
+_MMAP_BYTES = 1 << 30
 
 # Keyword search cost is proportional to the postings of its terms (~0.7 us each here): a term
 # whose document frequency is above the budget is no evidence worth that price (at 100k chunks,
@@ -668,6 +669,10 @@ def _prepare_connection(conn: apsw.Connection) -> None:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
+    # Read pages through a memory map instead of read() calls: each exact-similarity lookup in a
+    # vec0 table walks the overflow pages of a 1.5 MB chunk blob, 4 hits cost 1.2 ms at 10k
+    # chunks with read(), 0.11 ms mapped. A limit, not an allocation (page cache, shared).
+    conn.execute(f"PRAGMA mmap_size = {_MMAP_BYTES}")
 
 
 def _ensure_schema(conn: apsw.Connection, path: Path, dim: int, identity: str) -> None:
