@@ -109,6 +109,8 @@ class Gateway:
         kb = self.kb = LiveKnowledgeBase(kb_file, kb_io, top_k=s.kb.top_k, chunks=chunks)
         if chunks == 0:
             log.warning("kb.empty", path=str(s.kb_path), hint="run `edge-gateway ingest PATH`")
+        # Load the in-memory vector index before the first question (~1 s at 100k chunks).
+        await kb_io.run(kb.warm)
         worker = WorkerSupervisor(
             s.worker,
             generation_model=generation_model_path(s),

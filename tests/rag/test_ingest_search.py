@@ -6,8 +6,13 @@ import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import apsw
+import numpy as np
 import pytest
+import sqlite_vec
 
+from gateway.rag import store
+from gateway.rag.calibrate import load_questions
 from gateway.rag.embedder import LlamaEmbedder
 from gateway.rag.ingest import ingest_paths, remove_missing
 from gateway.rag.store import KnowledgeBase
@@ -181,3 +186,31 @@ def test_off_topic_scores_well_below_in_domain(
     assert best_in > 0.45
     assert best_off < 0.25
     assert best_in - best_off > 0.2
+
+
+def test_fast_vector_path_recall_on_the_demo_kb(
+    demo: KnowledgeBase, embedder: LlamaEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real embeddings: the sign-bit stage keeps only 16 chunks, int8 ranks them; compare with
+    exact float cosine over the stored vectors."""
+    monkeypatch.setattr(store, "_COARSE_MIN", 16)
+    monkeypatch.setattr(store, "_COARSE_FACTOR", 4)
+    conn = apsw.Connection(str(demo.path))
+    conn.enable_load_extension(True)
+    conn.load_extension(sqlite_vec.loadable_path())
+    try:
+        rows = conn.execute("SELECT chunk_id, embedding FROM chunk_vectors").fetchall()
+    finally:
+        conn.close()
+    ids = np.array([int(r[0]) for r in rows])
+    matrix = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    assert len(ids) > 16 * 2, "the demo KB must be larger than the coarse stage"
+    questions = load_questions(DEMO / "calibration-questions.txt")
+    recalls = []
+    for vector in embedder.embed(questions):
+        query = np.asarray(vector) / np.linalg.norm(vector)
+        exact = set(ids[np.argsort(-(matrix @ query))[:4]].tolist())
+        found = {h.chunk_id for h in demo.search("", vector, top_k=4)}
+        recalls.append(len(found & exact) / 4)
+    assert np.mean(recalls) >= 0.95, recalls

@@ -11,6 +11,7 @@ import pytest
 import sqlite_vec
 
 from gateway.errors import KnowledgeBaseError
+from gateway.rag import store
 from gateway.rag.chunking import Chunk
 from gateway.rag.store import DocumentRecord, KnowledgeBase, fts_query
 
@@ -237,3 +238,102 @@ def test_closed_kb_raises(tmp_path: Path) -> None:
     kb.close()
     with pytest.raises(KnowledgeBaseError, match="closed"):
         kb.chunk_count()
+
+
+# --- the fast dense path (in-memory sign bits + int8) -----------------------------------------
+
+WIDE = 384
+
+
+def clustered(n: int, seed: int) -> np.ndarray:
+    """Unit vectors around 32 shared centres: every query has close neighbours, many near-ties."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(0).normal(size=(32, WIDE))
+    vectors = centres[rng.integers(0, 32, n)] + 0.8 * rng.normal(size=(n, WIDE))
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_fast_vector_path_recall_and_exact_similarity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hamming keeps 200 of 4000 chunks (5%) for int8 ranking: the coarse stage really filters.
+    monkeypatch.setattr(store, "_COARSE_MIN", 200)
+    monkeypatch.setattr(store, "_COARSE_FACTOR", 20)
+    vectors = clustered(4000, seed=1)
+    with KnowledgeBase.open(tmp_path / "kb.sqlite3", dim=WIDE, embedding_identity="w") as kb:
+        for start in range(0, len(vectors), 1000):
+            part = vectors[start : start + 1000]
+            kb.upsert_document(
+                DocumentRecord(f"/kb/{start}.md", "t", "markdown", "h"),
+                chunks_of(*(f"chunk {start + i}" for i in range(len(part)))),
+                part.tolist(),
+            )
+        queries = clustered(40, seed=2)
+        recalls, shortfalls = [], []
+        for query in queries:
+            exact = vectors @ query
+            best = np.argsort(-exact)[:4]
+            hits = kb.search("", query.tolist(), top_k=4, candidates=10)
+            found = [h.chunk_id - 1 for h in hits]  # chunk ids are 1.. in insertion order
+            recalls.append(len(set(found) & set(best.tolist())) / 4)
+            shortfalls.append(float(exact[best[-1]] - min(exact[found])))
+            for hit, index in zip(hits, found, strict=True):
+                assert hit.similarity == pytest.approx(float(exact[index]), abs=1e-5)
+    assert np.mean(recalls) >= 0.95, recalls
+    # A miss is a near-tie: what we return is never meaningfully less similar than the truth.
+    assert max(shortfalls) < 0.01, shortfalls
+
+
+def test_vector_index_follows_changes_made_by_another_connection(tmp_path: Path) -> None:
+    path = tmp_path / "kb.sqlite3"
+    with (
+        KnowledgeBase.open(path, dim=DIM, embedding_identity=IDENTITY) as reader,
+        KnowledgeBase.open(path, dim=DIM, embedding_identity=IDENTITY) as writer,
+    ):
+        writer.upsert_document(doc("/kb/a.md"), chunks_of("alpha"), [unit(1)])
+        assert [h.text for h in reader.search("", unit(2), top_k=5)] == ["alpha"]
+        writer.upsert_document(doc("/kb/b.md"), chunks_of("beta"), [unit(2)])
+        assert [h.text for h in reader.search("", unit(2), top_k=5)] == ["beta", "alpha"]
+        writer.remove_document("/kb/b.md")
+        assert [h.text for h in reader.search("", unit(2), top_k=5)] == ["alpha"]
+
+
+def test_fast_path_leaves_the_file_format_unchanged(tmp_path: Path) -> None:
+    """The index lives in memory only: files from before and after it are interchangeable."""
+    path = tmp_path / "kb.sqlite3"
+
+    def schema() -> list[tuple[str, str]]:
+        conn = apsw.Connection(str(path))
+        try:
+            return [
+                (str(n), str(s)) for n, s in conn.execute("SELECT name, sql FROM sqlite_master")
+            ]
+        finally:
+            conn.close()
+
+    KnowledgeBase.open(path, dim=DIM, embedding_identity=IDENTITY).close()
+    before = schema()
+    with KnowledgeBase.open(path, dim=DIM, embedding_identity=IDENTITY) as kb:
+        kb.upsert_document(doc(), chunks_of("E203 text"), [unit(1)])
+        kb.warm()
+        assert [h.text for h in kb.search("E203", unit(1), top_k=2)] == ["E203 text"]
+    assert schema() == before
+
+
+def test_common_terms_are_dropped_from_keyword_search_of_a_large_kb(
+    kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "_KEYWORD_BUDGET_MIN", 10)
+    monkeypatch.setattr(store, "_KEYWORD_BUDGET_FRACTION", 0.0)
+    texts = [f"pump chunk{i}" + (" seal" if i < 8 else "") for i in range(40)]
+    texts[3] += " E203"
+    kb.upsert_document(doc(), chunks_of(*texts, section=""), [unit(i) for i in range(40)])
+    ids = {kb.search("", unit(i), top_k=1)[0].chunk_id: i for i in range(40)}
+    # pump (40 chunks) is over the budget of 10; E203 (1) + seal (8) fit, rarest first.
+    assert sorted(ids[c] for c in keyword_ids(kb, "pump seal E203")) == list(range(8))
+    [best] = [h for h in kb.search("pump seal E203", unit(99), top_k=10) if h.keyword_rank == 1]
+    assert ids[best.chunk_id] == 3
+    assert keyword_ids(kb, "pump") == []
+    # Small KBs are never pruned.
+    monkeypatch.setattr(store, "_KEYWORD_BUDGET_MIN", 2_000)
+    assert len(keyword_ids(kb, "pump")) == 10  # keyword_ids asks for top 10
