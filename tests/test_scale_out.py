@@ -30,7 +30,10 @@ from tests.nats_terminal import nats_terminal
 pytestmark = pytest.mark.slow
 
 N_QUESTIONS = 300
-IN_DOMAIN = {7: "What does alarm E203 on press P2 mean?", 150: "Which filter element do I need for the P2 pressure filter?"}
+IN_DOMAIN = {
+    7: "What does alarm E203 on press P2 mean?",
+    150: "Which filter element do I need for the P2 pressure filter?",
+}
 INSTANCES = 3
 
 
