@@ -6,20 +6,35 @@ The core never imports paho or nats: an adapter turns its library's message into
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from models.health import BusHealth
+
+Settle = Callable[[bool], Awaitable[None]]
+"""`settle(delivered)`: the asker has been told (True) or could not be told (False)."""
+
+
+async def settled_by_ack(delivered: bool) -> None:
+    """The settle of buses whose `ack` already ends the broker's responsibility (MQTT)."""
 
 
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
     """A question-carrying message, whatever bus it came from.
 
-    `ack` acknowledges it to the broker; the core calls it only after the journal has the
-    question. It is idempotent and safe to call after a reconnect (it then does nothing, since
-    the broker will redeliver and that copy is acknowledged instead).
+    Two moments matter to a broker, and buses differ in which one they acknowledge:
+    - `ack()`: the journal has the question. MQTT sends PUBACK here (the journal answers it
+      after a crash). Idempotent, and safe after a reconnect (the redelivered copy is acked).
+    - `settle(delivered)`: the reply (answer or final refusal) has been published (True), or
+      publishing it failed (False). JetStream acknowledges here, so a question is redelivered
+      (to this or another instance) until someone has answered it, and a failed reply is handed
+      back for redelivery instead of waiting for a restart. MQTT's settle does nothing.
+    The core calls `settle` exactly once per inbound message it accepted or refused.
+
+    `message_id` is the bus's own id of the message (NATS `Question-Id` / `Nats-Msg-Id`
+    header), used as the question id when the payload has none.
     """
 
     bus: str
@@ -32,6 +47,8 @@ class InboundMessage:
     received_at: float
     redelivered: bool
     ack: Callable[[], None] = field(repr=False)
+    settle: Settle = field(default=settled_by_ack, repr=False)
+    message_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +68,10 @@ class BusAdapter(Protocol):
     """What the core needs from a bus."""
 
     name: str
+    broker_redelivers: bool
+    """True when the broker redelivers every question not yet settled (JetStream): questions
+    left pending by a crash are then the broker's to redeliver, possibly to another instance,
+    and journal recovery must not answer them on its own."""
 
     async def start(self, on_message: MessageHandler) -> None:
         """Connect, subscribe, and return once the first connection is up."""

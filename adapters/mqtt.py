@@ -57,6 +57,7 @@ class MqttAdapter:
     """MQTT 5 (default) or 3.1.1 bus adapter; see the module docstring."""
 
     name = "mqtt"
+    broker_redelivers = False  # PUBACK follows the journal write; the journal answers after a crash
 
     def __init__(
         self,

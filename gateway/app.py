@@ -10,6 +10,7 @@ from pathlib import Path
 
 from adapters.base import BusAdapter
 from adapters.mqtt import MqttAdapter
+from adapters.nats import NatsAdapter
 from gateway.answering import Answerer, AnswerPolicy
 from gateway.bundled import default_generation_model
 from gateway.config import Settings
@@ -110,7 +111,7 @@ class Gateway:
         if chunks == 0:
             log.warning("kb.empty", path=str(s.kb_path), hint="run `edge-gateway ingest PATH`")
         # Load the in-memory vector index before the first question (~1 s at 100k chunks).
-        await kb_io.run(kb.warm)
+        await kb_io.run(kb_file.warm)
         worker = WorkerSupervisor(
             s.worker,
             generation_model=generation_model_path(s),
@@ -143,6 +144,18 @@ class Gateway:
                     online_payload=self._status(GatewayState.ONLINE),
                     offline_payload=self._status(GatewayState.OFFLINE),
                 )
+            if s.nats.enabled:
+                self.adapters["nats"] = NatsAdapter(
+                    s.nats,
+                    client_name=s.nats_name,
+                    question_subject=s.topic(s.nats.question_subject),
+                    answer_subject_template=s.nats.answer_subject.replace("{site}", s.site),
+                    status_subject=s.topic(s.nats.status_subject),
+                    online_payload=self._status(GatewayState.ONLINE),
+                    stream=s.topic(s.nats.jetstream.stream),
+                )
+            if not self.adapters:
+                log.warning("gateway.no_bus", hint="enable mqtt and/or nats")
             service = QuestionService(
                 adapters=self.adapters,
                 journal=journal,
@@ -211,14 +224,14 @@ class Gateway:
 
     async def _publish_health(self, health: HealthReporter) -> None:
         s = self.settings
-        topic = s.topic(s.mqtt.health_topic)
+        topics = {"mqtt": s.topic(s.mqtt.health_topic), "nats": s.topic(s.nats.health_subject)}
         while True:
             try:
                 snapshot = await health.snapshot()
                 payload = snapshot.model_dump_json().encode()
-                adapter = self.adapters.get("mqtt")
-                if adapter is not None and adapter.connected:
-                    await adapter.publish(topic, payload, retain=True, reliable=False)
+                for name, adapter in self.adapters.items():
+                    if adapter.connected:
+                        await adapter.publish(topics[name], payload, retain=True, reliable=False)
             except Exception:
                 log.exception("health.publish_failed")
             await asyncio.sleep(s.health.interval_s)

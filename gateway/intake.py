@@ -163,14 +163,24 @@ def is_identifier(value: str) -> bool:
     return _IDENTIFIER.fullmatch(value) is not None
 
 
-def question_key(question: Question, *, correlation_data: bytes | None, payload: bytes) -> str:
-    """The question's id in the journal's single id space.
+def question_key(
+    question: Question,
+    *,
+    correlation_data: bytes | None,
+    payload: bytes,
+    message_id: str | None = None,
+) -> str:
+    """The question's id in the journal's single id space (the same for every bus).
 
-    A terminal's own id wins; otherwise MQTT 5 correlation data (stable across redeliveries);
-    otherwise a hash of the payload, so a redelivered copy still collapses onto the original.
+    A terminal's own id wins; otherwise the bus's message id (NATS `Question-Id` or
+    `Nats-Msg-Id` header, when it is a valid identifier); otherwise MQTT 5 correlation data
+    (stable across redeliveries); otherwise a hash of the payload, so a redelivered copy still
+    collapses onto the original.
     """
     if question.id is not None:
         return question.id
+    if message_id is not None and is_identifier(message_id):
+        return message_id
     if correlation_data:
         return "c-" + hashlib.sha256(correlation_data).hexdigest()[:32]
     return "h-" + hashlib.sha256(payload).hexdigest()[:32]

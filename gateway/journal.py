@@ -3,8 +3,11 @@
 One SQLite file in WAL mode. A question row goes through `pending` -> `answered` (reply stored,
 not yet confirmed by the broker) -> `sent` (the broker acknowledged the reply). A retryable
 refusal (busy, worker failure) is stored as `refused`, so the same id asked again is processed
-afresh instead of replaying the refusal. Rows are keyed by (terminal, question id): a redelivered
-or duplicated question finds its row and is answered from it, never by running the model again.
+afresh instead of replaying the refusal. A question left `pending` by a crash on a bus whose
+broker redelivers it (JetStream) is `released` at start: the broker may hand it to another
+instance, and if it comes back here it is recorded afresh (its `model_runs` are kept). Rows are
+keyed by (terminal, question id): a redelivered or duplicated question finds its row and is
+answered from it, never by running the model again.
 
 Writes are batched (group commit): the intake hands over everything that arrived since the last
 commit, so one fsync covers a burst. All methods are synchronous and must be called from one
@@ -50,6 +53,7 @@ class QuestionState(StrEnum):
     ANSWERED = "answered"
     SENT = "sent"
     REFUSED = "refused"
+    RELEASED = "released"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +122,19 @@ class Journal:
             "SELECT state, reply_kind, reply FROM questions WHERE terminal_id=? AND question_id=?",
             (e.terminal_id, e.question_id),
         ).fetchone()
-        if row is None or row[0] == QuestionState.REFUSED:
+        if row is None or row[0] in (QuestionState.REFUSED, QuestionState.RELEASED):
+            # An upsert, not INSERT OR REPLACE: model_runs and deliveries survive a retry, so
+            # "how often did the model run for this id" stays true across refusals and crashes.
             self._db.execute(
-                "INSERT OR REPLACE INTO questions (terminal_id, question_id, bus, topic, reply_to,"
+                "INSERT INTO questions (terminal_id, question_id, bus, topic, reply_to,"
                 " correlation, text, received_at, deadline, state)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " VALUES (?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (terminal_id, question_id) DO UPDATE SET bus=excluded.bus,"
+                " topic=excluded.topic, reply_to=excluded.reply_to,"
+                " correlation=excluded.correlation, text=excluded.text,"
+                " received_at=excluded.received_at, deadline=excluded.deadline,"
+                " state=excluded.state, reply_kind=NULL, reply=NULL, replied_at=NULL,"
+                " sent_at=NULL, deliveries=deliveries + 1",
                 (
                     e.terminal_id,
                     e.question_id,
@@ -196,6 +208,18 @@ class Journal:
         ).fetchall()
         return [_entry(row) for row in rows]
 
+    def release_pending(self, buses: Sequence[str]) -> int:
+        """Hand pending questions of these buses back to their broker (see the module docstring)."""
+        if not buses:
+            return 0
+        marks = ",".join("?" * len(buses))
+        with self._transaction():
+            cursor = self._db.execute(
+                f"UPDATE questions SET state=? WHERE state=? AND bus IN ({marks})",  # noqa: S608
+                (QuestionState.RELEASED, QuestionState.PENDING, *buses),
+            )
+        return cursor.rowcount
+
     def unsent(self) -> list[tuple[JournalEntry, bytes]]:
         """Replies stored but not confirmed by the broker: publish them again at start."""
         rows = self._db.execute(
@@ -222,8 +246,8 @@ class Journal:
         """Forget settled questions older than the retention window (dedupe horizon)."""
         with self._transaction():
             cursor = self._db.execute(
-                "DELETE FROM questions WHERE state IN (?, ?) AND received_at < ?",
-                (QuestionState.SENT, QuestionState.REFUSED, older_than),
+                "DELETE FROM questions WHERE state IN (?, ?, ?) AND received_at < ?",
+                (QuestionState.SENT, QuestionState.REFUSED, QuestionState.RELEASED, older_than),
             )
         return cursor.rowcount
 

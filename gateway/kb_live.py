@@ -48,8 +48,10 @@ class LiveKnowledgeBase:
         return hits
 
     async def refresh(self) -> int:
-        """Re-read the chunk count (a CLI ingest or `kb import` may have changed the file)."""
+        """Re-read the chunk count and reload the vector index if a CLI ingest or `kb import`
+        changed the file, so the next question does not pay for the reload."""
         self.chunks = await self._io.run(self._kb.chunk_count)
+        await self._io.run(self._kb.warm)
         return self.chunks
 
     async def run_refresh(self, interval_s: float) -> None:
@@ -65,6 +67,7 @@ class LiveKnowledgeBase:
         from gateway.app import open_knowledge_base
 
         new, _ = await self._io.run(open_knowledge_base, settings)
+        await self._io.run(new.warm)
         old, self._kb = self._kb, new
         await self._io.run(old.close)
         await self.refresh()

@@ -5,7 +5,11 @@ Delivery rules (issue 2, DESIGN.md "delivery traps"):
 - a duplicate never reaches the model: a pending one is ignored (it will be answered), an
   answered one gets its stored reply again, byte for byte;
 - a reply is stored before it is published and is `sent` only once the broker acknowledged it;
-- at start, stored-but-unsent replies are published again and pending questions are answered.
+- at start, stored-but-unsent replies are published again and pending questions are answered,
+  except on buses whose broker redelivers unsettled questions (JetStream): those are released
+  to the broker, which may give them to another instance;
+- every accepted or refused inbound message is settled once its reply is published (or failed):
+  duplicates of a question in progress wait for its reply (see `InboundMessage.settle`).
 Bad input is answered with an ErrorReply on the asker's own topic, logged and counted.
 """
 
@@ -34,6 +38,9 @@ from models.errors import ErrorCode, ErrorReply
 log = get_logger(__name__)
 
 INTAKE_BATCH = 256
+
+Key = tuple[str, str]
+"""(terminal id, question id): the journal's single id space, the same on every bus."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +90,7 @@ class QuestionService:
         self._intake: asyncio.Queue[InboundMessage] = asyncio.Queue()
         self._work: asyncio.Queue[JournalEntry] = asyncio.Queue()
         self._queued = 0
+        self._unsettled: dict[Key, list[InboundMessage]] = {}
         self._accepting = True
         self._idle = asyncio.Event()
         self._idle.set()
@@ -107,11 +115,18 @@ class QuestionService:
         unsent = await self._io.run(self._journal.unsent)
         for entry, payload in unsent:
             await self._publish_stored(entry, payload)
+        redelivering = [name for name, a in self._adapters.items() if a.broker_redelivers]
+        released = await self._io.run(self._journal.release_pending, redelivering)
         pending = await self._io.run(self._journal.pending)
         for entry in pending:
             self._enqueue(entry, force=True)
-        if unsent or pending:
-            log.info("journal.recovered", republished=len(unsent), requeued=len(pending))
+        if unsent or pending or released:
+            log.info(
+                "journal.recovered",
+                republished=len(unsent),
+                requeued=len(pending),
+                released_to_broker=released,
+            )
 
     async def run_intake(self) -> None:
         while True:
@@ -158,10 +173,15 @@ class QuestionService:
             # Not acknowledged: the broker keeps the questions and redelivers them.
             self.metrics.failed += len(accepted)
             log.error("journal.write_failed", error=str(exc), questions=len(accepted))
+            for item in accepted:
+                await _settle_one(item.inbound, delivered=False)
             return
         for item, recorded in zip(accepted, outcomes, strict=True):
             item.inbound.ack()
             entry = item.entry
+            self._unsettled.setdefault((entry.terminal_id, entry.question_id), []).append(
+                item.inbound
+            )
             bound = log.bind(
                 question_id=entry.question_id, terminal_id=entry.terminal_id, topic=entry.topic
             )
@@ -186,6 +206,7 @@ class QuestionService:
             self.metrics.rejected += 1
             bound.warning("question.unroutable", reason="terminal id in topic is not valid")
             inbound.ack()
+            await _settle_one(inbound, delivered=True)  # nobody to tell; never redeliver it
             return None
         own = ReplyAddress(inbound.bus, adapter.answer_topic(terminal), inbound.correlation_data)
         decoded = decode_question(
@@ -206,7 +227,10 @@ class QuestionService:
             )
             return None
         key = question_key(
-            decoded, correlation_data=inbound.correlation_data, payload=inbound.payload
+            decoded,
+            message_id=inbound.message_id,
+            correlation_data=inbound.correlation_data,
+            payload=inbound.payload,
         )
         if not reply_ok:
             await self._refuse(
@@ -255,7 +279,8 @@ class QuestionService:
             message=error.message,
             retryable=False,
         )
-        await self._send(to, payload, question_id=error.question_id, terminal_id=terminal)
+        sent = await self._send(to, payload, question_id=error.question_id, terminal_id=terminal)
+        await _settle_one(inbound, delivered=sent)
 
     # ---- queue and answering ----------------------------------------------------------------
 
@@ -368,6 +393,7 @@ class QuestionService:
         )
         if sent and final:
             await self._io.run(self._journal.mark_sent, entry.terminal_id, entry.question_id)
+        await self._settle(entry, delivered=sent)
 
     async def _publish_stored(self, entry: JournalEntry, payload: bytes) -> None:
         sent = await self._send(
@@ -378,6 +404,12 @@ class QuestionService:
         )
         if sent:
             await self._io.run(self._journal.mark_sent, entry.terminal_id, entry.question_id)
+        await self._settle(entry, delivered=sent)
+
+    async def _settle(self, entry: JournalEntry, *, delivered: bool) -> None:
+        """Settle every copy of this question that is waiting for its reply."""
+        for inbound in self._unsettled.pop((entry.terminal_id, entry.question_id), []):
+            await _settle_one(inbound, delivered=delivered)
 
     async def _send(
         self, to: ReplyAddress, payload: bytes, *, question_id: str | None, terminal_id: str
@@ -407,6 +439,21 @@ class QuestionService:
         except TimeoutError:
             return False
         return True
+
+
+async def _settle_one(inbound: InboundMessage, *, delivered: bool) -> None:
+    """Settling is the adapter's business; its failure must not stop the question path."""
+    try:
+        await inbound.settle(delivered)
+    except Exception as exc:
+        log.warning(
+            "question.settle_failed",
+            error=str(exc),
+            bus=inbound.bus,
+            topic=inbound.topic,
+            terminal_id=inbound.terminal_id,
+            message_id=inbound.message_id,
+        )
 
 
 def _log_task_error(task: asyncio.Future[None]) -> None:

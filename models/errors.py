@@ -26,6 +26,8 @@ class ErrorCode(StrEnum):
     WORKER_TIMEOUT = "worker_timeout"
     WORKER_OOM = "worker_oom"
     WORKER_UNAVAILABLE = "worker_unavailable"
+    UNDELIVERABLE = "undeliverable"
+    """JetStream stopped redelivering the question (MaxDeliver): no gateway could answer it."""
     INTERNAL = "internal"
 
 

@@ -75,8 +75,17 @@ class LatencySummary(WireModel):
 
 
 class BusHealth(WireModel):
+    """One bus connection. An outage shows as `reconnects` (and, on NATS, `disconnects`)."""
+
     connected: bool
     reconnects: NonNegativeInt
+    disconnects: NonNegativeInt = 0
+    slow_consumers: NonNegativeInt = Field(
+        default=0, description="NATS: messages dropped because we did not read fast enough."
+    )
+    dead_letters: NonNegativeInt = Field(
+        default=0, description="JetStream: questions given up after MaxDeliver deliveries."
+    )
     last_error: ShortText | None = None
 
 

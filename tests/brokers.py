@@ -83,3 +83,56 @@ class Mosquitto:
 
 def running_as_root() -> bool:
     return os.geteuid() == 0
+
+
+class NatsServer:
+    """One nats-server process with JetStream on a free loopback port and its own store dir.
+
+    `stop()` then `start()` restarts it on the same port and store, as an operator's restart
+    would; a config file (e.g. the shipped one, moved to this port) can replace the flags.
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, conf: Path | None = None) -> None:
+        binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+        if not Path(binary).exists():
+            raise RuntimeError("nats-server is not installed: run `make deps`")
+        self.binary = binary
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.store = workdir / "jetstream"
+        self.log = workdir / "nats-server.log"
+        self.conf = conf
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        argv = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-l", str(self.log)]
+        if self.conf is not None:
+            argv += ["-c", str(self.conf)]
+        else:
+            argv += ["-js", "-sd", str(self.store)]
+        self.proc = subprocess.Popen(argv, cwd=self.workdir)
+        wait_for_port(self.port)
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> NatsServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.config import Settings, merge_overrides
-from tests.brokers import Mosquitto
+from tests.brokers import Mosquitto, NatsServer
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_KB = REPO / "configs" / "demo-kb"
@@ -58,6 +58,14 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.stop()
 
 
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()
+
+
 SettingsFactory = Callable[..., Settings]
 
 
@@ -69,11 +77,12 @@ def make_settings(tmp_path: Path, model_cache: Path, demo_kb_file: Path) -> Sett
     if not (data / "kb.sqlite3").exists():
         shutil.copy(demo_kb_file, data / "kb.sqlite3")
 
-    def build(broker: Mosquitto, *overrides: str, **fields: Any) -> Settings:
+    def build(broker: Mosquitto | None, *overrides: str, **fields: Any) -> Settings:
+        """Settings on `broker` (None: MQTT disabled, e.g. a NATS-only gateway)."""
         values: dict[str, Any] = {
             "data_dir": data,
             "cache_dir": model_cache,
-            "mqtt": {"port": broker.port},
+            "mqtt": {"port": broker.port} if broker is not None else {"enabled": False},
             "worker": {"request_timeout_s": 120, "max_tokens": 48, "restart_backoff_s": 0.1},
             "health": {"interval_s": 0.5},
         }

@@ -81,3 +81,17 @@ def test_purge_forgets_only_settled_old_questions(tmp_path: Path) -> None:
     journal.mark_sent("t1", "old")
     assert journal.purge(time.time() + 1) == 1
     assert [e.question_id for e in journal.pending()] == ["pending"]
+
+
+def test_released_question_is_recorded_afresh_and_keeps_its_model_runs(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal.record([entry("q1"), entry("q2")])
+    journal.note_model_run("t1", "q1")  # the run a crash interrupted
+    assert journal.release_pending(["nats"]) == 0  # another bus's questions stay pending
+    assert journal.release_pending(["mqtt"]) == 2
+    assert journal.pending() == []
+    (again,) = journal.record([entry("q1")])
+    assert again.outcome == RecordOutcome.NEW
+    assert journal.model_runs("t1", "q1") == 1
+    assert journal.counts() == {"pending": 1, "released": 1}
+    assert journal.purge(time.time() + 1) == 1  # released rows are forgotten like settled ones

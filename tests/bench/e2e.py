@@ -1,4 +1,5 @@
-"""Gateway over MQTT vs the same prompts sent to llama-cpp-python in-process (issue 2, bench a).
+"""Gateway over MQTT vs the same prompts sent to llama-cpp-python in-process (issue 2, bench a),
+and the same questions over NATS request/reply to the same gateway (issue 3): p50/p95 per bus.
 
 Both sides use the same model file, context size, threads, flash attention, max tokens and
 greedy decoding (temperature 0), so they generate the same answers. The gateway side is measured
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import nats
 
 from gateway.app import generation_model_path, open_knowledge_base
 from gateway.config import Settings
@@ -28,7 +30,7 @@ from gateway.rag.embedder import LlamaEmbedder
 from gateway.rag.ingest import ingest_paths
 from gateway.worker.engine import resolve_threads
 from tests.bench.stats import Summary, ratio
-from tests.brokers import Mosquitto
+from tests.brokers import Mosquitto, NatsServer
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_KB = REPO / "configs" / "demo-kb"
@@ -47,12 +49,14 @@ def questions(n: int) -> list[str]:
 
 
 def settings_for(
-    workdir: Path, cache: Path, port: int, max_tokens: int
+    workdir: Path, cache: Path, port: int, max_tokens: int, nats_url: str
 ) -> tuple[Settings, list[str]]:
     overrides = [
         f"data_dir={workdir / 'data'}",
         f"cache_dir={cache}",
         f"mqtt.port={port}",
+        "nats.enabled=true",
+        f"nats.servers={nats_url}",
         "worker.temperature=0",
         f"worker.max_tokens={max_tokens}",
         "log.format=json",
@@ -78,7 +82,7 @@ def ingest_demo(settings: Settings) -> None:
 
 
 async def _ask_all(
-    port: int, texts: list[str], timeout_s: float
+    port: int, texts: list[str], timeout_s: float, prefix: str = "bench"
 ) -> list[tuple[float, dict[str, Any]]]:
     results: list[tuple[float, dict[str, Any]]] = []
     async with aiomqtt.Client("127.0.0.1", port, identifier="bench-terminal") as client:
@@ -86,7 +90,7 @@ async def _ask_all(
         await client.subscribe(answer_topic, qos=1)
         messages = client.messages
         for i, text in enumerate(texts):
-            qid = f"bench-{i}"
+            qid = f"{prefix}-{i}"
             t0 = time.perf_counter()
             await client.publish(
                 "edge/plant1/terminal/bench/question",
@@ -102,6 +106,27 @@ async def _ask_all(
     return results
 
 
+async def _ask_all_nats(
+    url: str, texts: list[str], timeout_s: float
+) -> list[tuple[float, dict[str, Any]]]:
+    """The same questions as NATS core requests (the reply comes on the request's inbox)."""
+    results: list[tuple[float, dict[str, Any]]] = []
+    nc = await nats.connect(url)
+    try:
+        for i, text in enumerate(texts):
+            qid = f"nats-bench-{i}"
+            t0 = time.perf_counter()
+            msg = await nc.request(
+                "edge.plant1.question.bench",
+                json.dumps({"id": qid, "text": text}).encode(),
+                timeout=timeout_s,
+            )
+            results.append((time.perf_counter() - t0, json.loads(msg.data)))
+    finally:
+        await nc.close()
+    return results
+
+
 async def _wait_online(port: int, timeout_s: float) -> None:
     async with aiomqtt.Client("127.0.0.1", port) as client, asyncio.timeout(timeout_s):
         await client.subscribe("edge/plant1/gateway/gw1/status", qos=1)
@@ -112,9 +137,9 @@ async def _wait_online(port: int, timeout_s: float) -> None:
 
 def run_gateway_side(
     workdir: Path, cache: Path, texts: list[str], max_tokens: int
-) -> tuple[list[float], list[dict[str, Any]], Settings]:
-    with Mosquitto(workdir / "mosquitto") as broker:
-        settings, overrides = settings_for(workdir, cache, broker.port, max_tokens)
+) -> tuple[list[float], list[dict[str, Any]], list[float], list[dict[str, Any]], Settings]:
+    with Mosquitto(workdir / "mosquitto") as broker, NatsServer(workdir / "nats") as nats_server:
+        settings, overrides = settings_for(workdir, cache, broker.port, max_tokens, nats_server.url)
         ingest_demo(settings)
         argv = [sys.executable, "-m", "gateway.cli"]
         for item in overrides:
@@ -124,12 +149,20 @@ def run_gateway_side(
         try:
             asyncio.run(_wait_online(broker.port, 120))
             # Warm-up question (model pages, KV cache), not counted.
-            asyncio.run(_ask_all(broker.port, ["What does alarm E203 mean?"], 120))
+            # Its own id: reusing bench-0 made the first measured question a journal replay.
+            asyncio.run(_ask_all(broker.port, ["What does alarm E203 mean?"], 120, "warmup"))
             results = asyncio.run(_ask_all(broker.port, texts, 120))
+            nats_results = asyncio.run(_ask_all_nats(nats_server.url, texts, 120))
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
-    return [t for t, _ in results], [reply for _, reply in results], settings
+    return (
+        [t for t, _ in results],
+        [reply for _, reply in results],
+        [t for t, _ in nats_results],
+        [reply for _, reply in nats_results],
+        settings,
+    )
 
 
 def run_baseline_side(
@@ -187,10 +220,20 @@ def run_baseline_side(
 
 def run(workdir: Path, cache: Path, n: int = 50, max_tokens: int = 128) -> dict[str, Any]:
     texts = questions(n)
-    times, replies, settings = run_gateway_side(workdir, cache, texts, max_tokens)
+    times, replies, nats_times, nats_replies, settings = run_gateway_side(
+        workdir, cache, texts, max_tokens
+    )
     # Only questions the model answered are compared: a fallback never calls the model.
     keep = [i for i, r in enumerate(replies) if r.get("kind") == "answer" and not r["fallback"]]
     gw = Summary.of([times[i] for i in keep])
+    # Per bus: the questions both buses got a model answer for (same questions, same model).
+    both = [
+        i
+        for i in keep
+        if nats_replies[i].get("kind") == "answer" and not nats_replies[i]["fallback"]
+    ]
+    mqtt_bus = Summary.of([times[i] for i in both])
+    nats_bus = Summary.of([nats_times[i] for i in both])
     base, base_tokens = run_baseline_side(
         settings, [texts[i] for i in keep], [replies[i] for i in keep], max_tokens
     )
@@ -204,6 +247,10 @@ def run(workdir: Path, cache: Path, n: int = 50, max_tokens: int = 128) -> dict[
         "errors": errors,
         "gateway": gw,
         "baseline": base,
+        "mqtt_bus": mqtt_bus,
+        "nats_bus": nats_bus,
+        "nats_mqtt_p50_ratio": ratio(nats_bus.p50_ms, mqtt_bus.p50_ms),
+        "nats_mqtt_p95_ratio": ratio(nats_bus.p95_ms, mqtt_bus.p95_ms),
         "p50_ratio": ratio(gw.p50_ms, base.p50_ms),
         "p95_ratio": ratio(gw.p95_ms, base.p95_ms),
         "gateway_completion_tokens": sum(
