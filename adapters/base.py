@@ -12,10 +12,29 @@ from typing import Protocol, runtime_checkable
 
 from models.health import BusHealth
 
+ROUTE_QUESTION = "question"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One more thing an adapter listens to besides questions.
+
+    `route` names the handler the core dispatches to (a key of the app's routing table);
+    `topic_filter` is the bus's own filter with exactly one single-level wildcard, whose value
+    becomes `InboundMessage.sender_id` (e.g. the device id of a device event).
+    """
+
+    route: str
+    topic_filter: str
+
 
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
-    """A question-carrying message, whatever bus it came from.
+    """A message for the core, whatever bus it came from.
+
+    `route` says which subscription it matched (`question` unless the adapter was given extra
+    subscriptions); `sender_id` is the value of that subscription's wildcard level, and for
+    questions `terminal_id` carries the same value.
 
     `ack` acknowledges it to the broker; the core calls it only after the journal has the
     question. It is idempotent and safe to call after a reconnect (it then does nothing, since
@@ -32,6 +51,8 @@ class InboundMessage:
     received_at: float
     redelivered: bool
     ack: Callable[[], None] = field(repr=False)
+    route: str = ROUTE_QUESTION
+    sender_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
