@@ -256,7 +256,7 @@ class DiagnosisConfig(Section):
     fallback_action: str = Field(
         default="Contact technical support",
         min_length=1,
-        max_length=80,
+        max_length=48,
         pattern=r'^[^"\\\x00-\x1f]+$',
     )
 

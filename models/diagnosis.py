@@ -24,10 +24,10 @@ CONFIDENCE_STEPS = tuple(round(i / 10, 1) for i in range(11))
 # One line, no quote or backslash: nothing the model writes needs escaping, and a raw control
 # character (which llama.cpp's default JSON string rule would allow) can never appear.
 Summary = Annotated[
-    str, StringConstraints(min_length=1, max_length=160, pattern=r'^[^"\\\x00-\x1f]{1,160}$')
+    str, StringConstraints(min_length=1, max_length=100, pattern=r'^[^"\\\x00-\x1f]{1,100}$')
 ]
 Item = Annotated[
-    str, StringConstraints(min_length=1, max_length=80, pattern=r'^[^"\\\x00-\x1f]{1,80}$')
+    str, StringConstraints(min_length=1, max_length=48, pattern=r'^[^"\\\x00-\x1f]{1,48}$')
 ]
 Confidence = Annotated[
     float,

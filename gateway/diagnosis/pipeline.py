@@ -156,6 +156,7 @@ async def diagnose(
             first_error=exc.errors()[0]["msg"] if exc.errors() else "",
             completion_tokens=result.completion_tokens,
             output_chars=len(result.text),
+            output_head=result.text[:200],
         )
         return Diagnosed("invalid_output", None, sources, result.model, generate_ms)
     return Diagnosed("model", draft, sources, result.model, generate_ms, result.completion_tokens)
