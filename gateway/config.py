@@ -186,13 +186,15 @@ class QueueConfig(Section):
         description="Questions waiting; past this the asker gets busy.",
     )
     priority_burst: int = Field(
-        default=4,
+        default=2,
         ge=1,
         le=1_000,
         description="Most jobs served ahead of a waiting lower lane (critical > question).",
     )
     max_wait_s: float = Field(
-        default=10.0, gt=0, description="A job waiting this long is served next, whatever its lane."
+        default=10.0,
+        gt=0,
+        description="A question is passed only by critical jobs that arrive within this time.",
     )
 
 

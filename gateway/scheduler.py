@@ -8,9 +8,12 @@ each other down), so the order of work is the only lever. Lanes, most urgent fir
 - ROUTINE: diagnoses of warnings, infos and threshold crossings.
 
 Strict priority would starve the lower lanes in an alarm flood, so two rules bound the wait:
-after `burst` consecutive picks that passed over a waiting lower lane, the oldest waiting head
-of a lower lane is served; and any head that has waited `max_wait_s` is served first (oldest
-first). So a waiting question is served after at most `burst` other jobs, whatever arrives.
+- earliest deadline first: a job's deadline is its arrival plus its lane's slack (critical 0,
+  question `max_wait_s`, routine 2 x `max_wait_s`), so a question is only passed by critical jobs
+  that arrived less than `max_wait_s` after it, however many arrive later;
+- burst limit: a lane whose head has been passed over `burst` times in a row is served next
+  (the most urgent such lane first), so a waiting question is served after at most `burst`
+  other jobs (+ one per other starved lane), even if the clock stood still.
 """
 
 from __future__ import annotations
@@ -36,21 +39,21 @@ class PriorityScheduler:
     def __init__(
         self,
         *,
-        burst: int = 4,
+        burst: int = 2,
         max_wait_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if burst < 1:
             raise ValueError("burst must be at least 1")
         self._burst = burst
-        self._max_wait_s = max_wait_s
+        self._slack = {Lane.CRITICAL: 0.0, Lane.QUESTION: max_wait_s, Lane.ROUTINE: 2 * max_wait_s}
         self._clock = clock
         self._lanes: dict[Lane, deque[tuple[float, Job]]] = {lane: deque() for lane in Lane}
-        self._streak = 0
+        self._passed_over = dict.fromkeys(Lane, 0)
         self._ready = asyncio.Event()
 
     def put(self, lane: Lane, job: Job) -> None:
-        self._lanes[lane].append((self._clock(), job))
+        self._lanes[lane].append((self._clock() + self._slack[lane], job))
         self._ready.set()
 
     def depth(self, lane: Lane | None = None) -> int:
@@ -63,20 +66,16 @@ class PriorityScheduler:
         waiting = [lane for lane in Lane if self._lanes[lane]]
         if not waiting:
             return None
-        now = self._clock()
-        aged = [lane for lane in waiting if now - self._lanes[lane][0][0] >= self._max_wait_s]
-        if aged:
-            lane = min(aged, key=lambda ln: self._lanes[ln][0][0])
-        elif len(waiting) > 1 and self._streak >= self._burst:
-            lower = waiting[1:]
-            lane = min(lower, key=lambda ln: self._lanes[ln][0][0])
+        starved = [lane for lane in waiting if self._passed_over[lane] >= self._burst]
+        if starved:
+            lane = starved[0]
         else:
-            lane = waiting[0]
-        if lane == waiting[-1]:
-            self._streak = 0  # nobody below was passed over
-        else:
-            self._streak += 1
+            lane = min(waiting, key=lambda ln: (self._lanes[ln][0][0], ln))
+        for other in waiting:
+            self._passed_over[other] = 0 if other == lane else self._passed_over[other] + 1
         _, job = self._lanes[lane].popleft()
+        if not self._lanes[lane]:
+            self._passed_over[lane] = 0
         return lane, job
 
     async def get(self) -> Job:

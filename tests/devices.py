@@ -7,7 +7,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +25,15 @@ def event(kind: str, code: str, severity: str = "warning", **extra: Any) -> byte
 
 def event_topic(device: str, site: str = "plant1") -> str:
     return f"edge/{site}/device/{device}/event"
+
+
+async def eventually(predicate: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    """Poll an in-process counter (gateway metrics have no change notification)."""
+    for _ in range(int(timeout_s / 0.05)):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"condition not met within {timeout_s} s")
 
 
 def publish_paced(port: int, messages: Sequence[tuple[str, bytes]], duration_s: float) -> float:
@@ -63,6 +72,7 @@ class Scada:
 
     client: aiomqtt.Client
     received: list[tuple[str, dict[str, Any], bool]] = field(default_factory=list)
+    arrived_at: list[float] = field(default_factory=list)
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def _collect(self) -> None:
@@ -70,10 +80,20 @@ class Scada:
             async with self._arrived:
                 payload = json.loads(bytes(message.payload))  # type: ignore[arg-type]
                 self.received.append((str(message.topic), payload, bool(message.retain)))
+                self.arrived_at.append(time.monotonic())
                 self._arrived.notify_all()
 
     def on(self, topic: str) -> list[dict[str, Any]]:
         return [p for t, p, _ in self.received if t == topic]
+
+    def times(self, topic: str) -> list[float]:
+        return [
+            at for (t, _, _), at in zip(self.received, self.arrived_at, strict=True) if t == topic
+        ]
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout_s: float = 120.0) -> None:
+        async with asyncio.timeout(timeout_s), self._arrived:
+            await self._arrived.wait_for(predicate)
 
     async def wait_for(
         self, topic: str, n: int = 1, timeout_s: float = 120.0, **match: Any
