@@ -67,10 +67,7 @@ class PriorityScheduler:
         if not waiting:
             return None
         starved = [lane for lane in waiting if self._passed_over[lane] >= self._burst]
-        if starved:
-            lane = starved[0]
-        else:
-            lane = min(waiting, key=lambda ln: (self._lanes[ln][0][0], ln))
+        lane = starved[0] if starved else min(waiting, key=lambda ln: (self._lanes[ln][0][0], ln))
         for other in waiting:
             self._passed_over[other] = 0 if other == lane else self._passed_over[other] + 1
         _, job = self._lanes[lane].popleft()

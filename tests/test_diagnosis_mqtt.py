@@ -150,6 +150,7 @@ async def test_flood_coalesces_per_window_and_questions_still_get_answered(
         f"diagnosis.coalesce_window_s={window_s}",
         "diagnosis.max_tokens=200",
         "diagnosis.temperature=0",
+        "worker.request_timeout_s=180",  # shared 2-core machine: a generation may be slow
     )
     devices = [f"M{i}" for i in range(5)]
     codes = {"E203": "critical", "X901": "critical", "W777": "warning"}
