@@ -211,3 +211,19 @@ def test_event_and_draft_contracts() -> None:
         )
     assert mentions_code("see alarm E203: low pressure", "e203")
     assert not mentions_code("alarm E2031", "E203")
+
+
+def test_grammar_cache_compiles_each_schema_once_and_types_bad_schemas() -> None:
+    from gateway.diagnosis.pipeline import DRAFT_SCHEMA
+    from gateway.worker.engine import GrammarCache, SchemaGrammarError
+
+    cache = GrammarCache(capacity=2)
+    first = cache.get(DRAFT_SCHEMA)
+    assert cache.get(DRAFT_SCHEMA) is first
+    assert cache.compiled == 1
+    # The grammar encodes what llama.cpp's converter supports: the confidence enum and the
+    # single-line string pattern (minimum/maximum would be silently ignored).
+    assert '"0.7"' in first._grammar
+    assert "\\x00-\\x1f" in first._grammar
+    with pytest.raises(SchemaGrammarError):
+        cache.get('{"type": "string", "pattern": "unanchored("}')

@@ -187,7 +187,13 @@ class DiagnosisService:
                 repeat_count=1,
                 cached=False,
                 raised_at=event.timestamp,
-            ).model_copy(update={"summary": f"Alarm {event.code} cleared.", "fallback": False})
+            ).model_copy(
+                update={
+                    "summary": f"Alarm {event.code} cleared.",
+                    "fallback": False,
+                    "recommended_actions": (),
+                }
+            )
         log.info("alarm.cleared", device_id=device, alarm_code=event.code, topic=topic)
         self._spawn(self._publish(cleared))
 
