@@ -94,6 +94,10 @@ def gateway_rate(port: int, messages: list[tuple[str, bytes]], already: int) -> 
     return len(messages) / elapsed
 
 
+def _progress(text: str) -> None:
+    print(f"bench.diagnosis: {text}", file=sys.stderr, flush=True)
+
+
 def run(
     workdir: Path, cache: Path, *, events: int = 5_000, n_questions: int = 5, max_tokens: int = 48
 ) -> dict[str, Any]:
@@ -107,6 +111,7 @@ def run(
         ingest_demo(settings)
         stream = _events(events, CODES)
         bare = bare_subscriber_rate(broker.port, stream)
+        _progress(f"bare subscriber: {bare:,.0f} events/s")
         argv = [sys.executable, "-m", "gateway.cli"]
         for item in overrides:
             argv += ["--set", item]
@@ -115,9 +120,11 @@ def run(
         try:
             asyncio.run(_wait_online(broker.port, 120))
             ours = gateway_rate(broker.port, stream, already=0)
+            _progress(f"gateway: {ours:,.0f} events/s")
             texts = questions(n_questions)
             asyncio.run(_ask_all(broker.port, ["What does alarm E203 mean?"], 120))  # warm-up
-            idle = asyncio.run(_ask_all(broker.port, texts, 300))
+            idle = asyncio.run(_ask_all(broker.port, texts, 300, prefix="idle"))
+            _progress("idle questions done; flooding")
             flood_codes = {"E203": "warning", "X901": "critical", "X902": "warning"}
             flood = _events(1_000 * 120, flood_codes)  # up to 2 minutes at 1,000/s
             stop = threading.Event()
@@ -132,13 +139,15 @@ def run(
             flooder.start()
             time.sleep(2)
             try:
-                during = asyncio.run(_ask_all(broker.port, texts, 300))
+                during = asyncio.run(_ask_all(broker.port, texts, 300, prefix="flood"))
             finally:
                 stop.set()
                 flooder.join()
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
+    # Distinct question ids: the same id would be answered from the journal, not the model.
+    assert all(r.get("kind") == "answer" for _, r in [*idle, *during])
     idle_s, flood_s = Summary.of([t for t, _ in idle]), Summary.of([t for t, _ in during])
     return {
         "events": events,

@@ -78,7 +78,7 @@ def ingest_demo(settings: Settings) -> None:
 
 
 async def _ask_all(
-    port: int, texts: list[str], timeout_s: float
+    port: int, texts: list[str], timeout_s: float, *, prefix: str = "bench"
 ) -> list[tuple[float, dict[str, Any]]]:
     results: list[tuple[float, dict[str, Any]]] = []
     async with aiomqtt.Client("127.0.0.1", port, identifier="bench-terminal") as client:
@@ -86,7 +86,7 @@ async def _ask_all(
         await client.subscribe(answer_topic, qos=1)
         messages = client.messages
         for i, text in enumerate(texts):
-            qid = f"bench-{i}"
+            qid = f"{prefix}-{i}"
             t0 = time.perf_counter()
             await client.publish(
                 "edge/plant1/terminal/bench/question",
