@@ -20,9 +20,29 @@ async def settled_by_ack(delivered: bool) -> None:
     """The settle of buses whose `ack` already ends the broker's responsibility (MQTT)."""
 
 
+ROUTE_QUESTION = "question"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One more thing an adapter listens to besides questions.
+
+    `route` names the handler the core dispatches to (a key of the app's routing table);
+    `topic_filter` is the bus's own filter with exactly one single-level wildcard, whose value
+    becomes `InboundMessage.sender_id` (e.g. the device id of a device event).
+    """
+
+    route: str
+    topic_filter: str
+
+
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
-    """A question-carrying message, whatever bus it came from.
+    """A message for the core, whatever bus it came from.
+
+    `route` says which subscription it matched (`question` unless the adapter was given extra
+    subscriptions); `sender_id` is the value of that subscription's wildcard level, and for
+    questions `terminal_id` carries the same value.
 
     Two moments matter to a broker, and buses differ in which one they acknowledge:
     - `ack()`: the journal has the question. MQTT sends PUBACK here (the journal answers it
@@ -49,6 +69,8 @@ class InboundMessage:
     ack: Callable[[], None] = field(repr=False)
     settle: Settle = field(default=settled_by_ack, repr=False)
     message_id: str | None = None
+    route: str = ROUTE_QUESTION
+    sender_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

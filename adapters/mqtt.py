@@ -15,6 +15,7 @@ import asyncio
 import socket
 import ssl
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -23,7 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from adapters.base import InboundMessage, MessageHandler
+from adapters.base import ROUTE_QUESTION, InboundMessage, MessageHandler, Subscription
 from gateway.config import MqttConfig
 from gateway.logging import get_logger
 from models.health import BusHealth
@@ -69,6 +70,7 @@ class MqttAdapter:
         status_topic: str,
         online_payload: bytes,
         offline_payload: bytes,
+        subscriptions: Sequence[Subscription] = (),
     ) -> None:
         self._cfg = cfg
         self._question_topic = question_topic
@@ -76,6 +78,9 @@ class MqttAdapter:
         self._answer_template = answer_topic_template
         self._status_topic = status_topic
         self._online = online_payload
+        # Extra routes (e.g. device events). paho keeps the routing table: each filter gets its
+        # own callback (`message_callback_add`), anything else reaches `on_message` (questions).
+        self._subscriptions = tuple(subscriptions)
         self._v5 = cfg.protocol == "5"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handler: MessageHandler | None = None
@@ -113,6 +118,8 @@ class MqttAdapter:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        for sub in self._subscriptions:
+            self._client.message_callback_add(sub.topic_filter, self._route_callback(sub))
         self._client.on_publish = self._on_publish
         self._client.on_connect_fail = self._on_connect_fail
 
@@ -221,13 +228,12 @@ class MqttAdapter:
         if isinstance(sock, socket.socket | ssl.SSLSocket):
             # DESIGN.md: QoS 1 request/reply 88 ms with Nagle, 0.7 ms without.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        topic = self._question_topic
-        if self._cfg.shared_group:
-            topic = f"$share/{self._cfg.shared_group}/{topic}"
         # The generation is written on paho's thread only, before any message of this connection
         # is dispatched, so an ack captured on an older connection can never hit a reused mid.
         self._generation += 1
-        client.subscribe(topic, qos=1)
+        share = f"$share/{self._cfg.shared_group}/" if self._cfg.shared_group else ""
+        for topic in (self._question_topic, *(s.topic_filter for s in self._subscriptions)):
+            client.subscribe(share + topic, qos=1)
         client.publish(self._status_topic, self._online, qos=1, retain=True)
         self._call(self._connected_on_loop, bool(flags.session_present))
 
@@ -245,7 +251,25 @@ class MqttAdapter:
         self._generation += 1
         self._call(self._disconnected_on_loop, str(reason))
 
-    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+    def _route_callback(
+        self, sub: Subscription
+    ) -> Callable[[paho.Client, Any, paho.MQTTMessage], None]:
+        level = topic_level_index(sub.topic_filter)
+
+        def on_route_message(client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+            self._on_message(client, userdata, msg, route=sub.route, level=level)
+
+        return on_route_message
+
+    def _on_message(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        msg: paho.MQTTMessage,
+        *,
+        route: str = ROUTE_QUESTION,
+        level: int | None = None,
+    ) -> None:
         received_at = time.time()
         generation = self._generation
         props = getattr(msg, "properties", None)
@@ -253,8 +277,9 @@ class MqttAdapter:
         correlation = getattr(props, "CorrelationData", None) if props else None
         expiry = getattr(props, "MessageExpiryInterval", None) if props else None
         mid, qos = msg.mid, msg.qos
+        index = self._terminal_level if level is None else level
         levels = msg.topic.split("/")
-        terminal = levels[self._terminal_level] if len(levels) > self._terminal_level else None
+        sender = (levels[index] if len(levels) > index else None) or None
 
         def ack() -> None:
             if qos > 0 and generation == self._generation:
@@ -264,13 +289,15 @@ class MqttAdapter:
             bus=self.name,
             topic=msg.topic,
             payload=bytes(msg.payload),
-            terminal_id=terminal or None,
+            terminal_id=sender if route == ROUTE_QUESTION else None,
             response_topic=response_topic if isinstance(response_topic, str) else None,
             correlation_data=bytes(correlation) if correlation is not None else None,
             expiry_s=float(expiry) if isinstance(expiry, int) else None,
             received_at=received_at,
             redelivered=bool(msg.dup),
             ack=ack,
+            route=route,
+            sender_id=sender,
         )
         self._call(self._deliver, inbound)
 

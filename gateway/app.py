@@ -8,12 +8,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from adapters.base import BusAdapter
+from adapters.base import ROUTE_QUESTION, BusAdapter, InboundMessage, MessageHandler, Subscription
 from adapters.mqtt import MqttAdapter
 from adapters.nats import NatsAdapter
 from gateway.answering import Answerer, AnswerPolicy
 from gateway.bundled import default_generation_model
 from gateway.config import Settings
+from gateway.diagnosis.pipeline import DiagnosisPolicy
+from gateway.diagnosis.service import DiagnosisAddress, DiagnosisService
 from gateway.executor import SerialExecutor
 from gateway.health import HealthReporter, LoopLagMonitor
 from gateway.journal import Journal
@@ -27,6 +29,7 @@ from gateway.rag.embedding_model import (
     resolve_embedding_model,
 )
 from gateway.rag.store import KnowledgeBase
+from gateway.scheduler import PriorityScheduler
 from gateway.service import QuestionService
 from gateway.worker.supervisor import WorkerSupervisor
 from models.health import GatewayState, Status
@@ -34,6 +37,7 @@ from models.health import GatewayState, Status
 log = get_logger(__name__)
 
 PURGE_INTERVAL_S = 3600.0
+ROUTE_DEVICE_EVENT = "device_event"
 
 
 def embedding_dim(path: Path) -> int:
@@ -69,6 +73,7 @@ class Gateway:
         self.ready = asyncio.Event()
         self.metrics = Metrics()
         self.service: QuestionService | None = None
+        self.diagnosis: DiagnosisService | None = None
         self.worker: WorkerSupervisor | None = None
         self.journal: Journal | None = None
         self.adapters: dict[str, BusAdapter] = {}
@@ -134,28 +139,15 @@ class Gateway:
                     temperature=s.worker.temperature,
                 ),
             )
-            if s.mqtt.enabled:
-                self.adapters["mqtt"] = MqttAdapter(
-                    s.mqtt,
-                    client_id=s.mqtt_client_id,
-                    question_topic=s.topic(s.mqtt.question_topic),
-                    answer_topic_template=s.mqtt.answer_topic.replace("{site}", s.site),
-                    status_topic=s.topic(s.mqtt.status_topic),
-                    online_payload=self._status(GatewayState.ONLINE),
-                    offline_payload=self._status(GatewayState.OFFLINE),
-                )
-            if s.nats.enabled:
-                self.adapters["nats"] = NatsAdapter(
-                    s.nats,
-                    client_name=s.nats_name,
-                    question_subject=s.topic(s.nats.question_subject),
-                    answer_subject_template=s.nats.answer_subject.replace("{site}", s.site),
-                    status_subject=s.topic(s.nats.status_subject),
-                    online_payload=self._status(GatewayState.ONLINE),
-                    stream=s.topic(s.nats.jetstream.stream),
-                )
-            if not self.adapters:
-                log.warning("gateway.no_bus", hint="enable mqtt and/or nats")
+            scheduler = PriorityScheduler(
+                burst=s.queue.priority_burst, max_wait_s=s.queue.max_wait_s
+            )
+            extra = (
+                [Subscription(ROUTE_DEVICE_EVENT, s.topic(s.diagnosis.event_topic))]
+                if s.diagnosis.enabled
+                else []
+            )
+            self._build_adapters(extra)
             service = QuestionService(
                 adapters=self.adapters,
                 journal=journal,
@@ -164,8 +156,14 @@ class Gateway:
                 limits=s.limits,
                 queue_capacity=s.queue.max_depth,
                 metrics=self.metrics,
+                scheduler=scheduler,
             )
             self.service = service
+            routes: dict[str, MessageHandler] = {ROUTE_QUESTION: service.on_message}
+            diagnosis = None
+            if s.diagnosis.enabled:
+                diagnosis = self.diagnosis = self._diagnosis_service(scheduler, worker, kb)
+                routes[ROUTE_DEVICE_EVENT] = diagnosis.on_event
             health = HealthReporter(
                 instance=s.instance,
                 data_dir=s.data_dir,
@@ -177,9 +175,10 @@ class Gateway:
                 kb_chunks=lambda: kb.chunks,
                 state=self.state,
                 lag=self.loop_lag,
+                diagnosis=diagnosis.counters if diagnosis is not None else None,
             )
             for adapter in self.adapters.values():
-                await adapter.start(service.on_message)
+                await adapter.start(self._router(routes))
             await service.recover()
             ops.start_metrics()
             async with asyncio.TaskGroup() as tasks:
@@ -211,10 +210,95 @@ class Gateway:
             kb_io.shutdown()
             log.info("gateway.stopped", instance=s.instance)
 
+    def _build_adapters(self, extra: list[Subscription]) -> None:
+        """One adapter per enabled bus; a question is answered on the bus it arrived on."""
+        s = self.settings
+        if s.mqtt.enabled:
+            self.adapters["mqtt"] = MqttAdapter(
+                s.mqtt,
+                client_id=s.mqtt_client_id,
+                question_topic=s.topic(s.mqtt.question_topic),
+                answer_topic_template=s.mqtt.answer_topic.replace("{site}", s.site),
+                status_topic=s.topic(s.mqtt.status_topic),
+                online_payload=self._status(GatewayState.ONLINE),
+                offline_payload=self._status(GatewayState.OFFLINE),
+                subscriptions=extra,
+            )
+        if s.nats.enabled:
+            self.adapters["nats"] = NatsAdapter(
+                s.nats,
+                client_name=s.nats_name,
+                question_subject=s.topic(s.nats.question_subject),
+                answer_subject_template=s.nats.answer_subject.replace("{site}", s.site),
+                status_subject=s.topic(s.nats.status_subject),
+                online_payload=self._status(GatewayState.ONLINE),
+                stream=s.topic(s.nats.jetstream.stream),
+            )
+        if not self.adapters:
+            log.warning("gateway.no_bus", hint="enable mqtt and/or nats")
+
+    def _diagnosis_service(
+        self,
+        scheduler: PriorityScheduler,
+        worker: WorkerSupervisor,
+        kb: LiveKnowledgeBase,
+    ) -> DiagnosisService:
+        s, d = self.settings, self.settings.diagnosis
+        threshold = d.similarity_threshold
+        return DiagnosisService(
+            cfg=d,
+            adapters=self.adapters,
+            addresses=self._diagnosis_addresses(),
+            scheduler=scheduler,
+            model=worker,
+            search=kb.search,
+            kb_version=kb.version,
+            policy=DiagnosisPolicy(
+                similarity_threshold=threshold
+                if threshold is not None
+                else s.kb.similarity_threshold,
+                require_code_match=d.require_code_match,
+                n_ctx=s.worker.n_ctx,
+                max_tokens=d.max_tokens,
+                temperature=d.temperature,
+                fallback_summary=d.fallback_summary,
+                fallback_action=d.fallback_action,
+            ),
+            max_payload_bytes=s.limits.max_payload_bytes,
+        )
+
+    def _diagnosis_addresses(self) -> dict[str, DiagnosisAddress]:
+        """Per bus, where diagnoses go (the NATS adapter picks its subjects up by name)."""
+        s, d = self.settings, self.settings.diagnosis
+
+        def site(template: str) -> str:
+            return template.replace("{site}", s.site)
+
+        return {
+            "mqtt": DiagnosisAddress(site(d.diagnosis_topic), site(d.alarm_topic)),
+            "nats": DiagnosisAddress(site(d.nats_diagnosis_subject), site(d.nats_alarm_subject)),
+        }
+
+    @staticmethod
+    def _router(routes: dict[str, MessageHandler]) -> MessageHandler:
+        """Routing by table: the adapter tags each message with the subscription it matched."""
+
+        def route(inbound: InboundMessage) -> None:
+            handler = routes.get(inbound.route)
+            if handler is None:
+                log.warning("bus.unrouted", route=inbound.route, topic=inbound.topic)
+                inbound.ack()
+                return
+            handler(inbound)
+
+        return route
+
     async def _shutdown(self, service: QuestionService) -> None:
         """Stop taking questions, finish the one in progress (bounded), say we are offline."""
         log.info("gateway.stopping", queue_depth=service.queue_depth)
         service.stop_accepting()
+        if self.diagnosis is not None:
+            self.diagnosis.stop_accepting()
         finished = await service.drain(timeout_s=self.settings.shutdown.drain_timeout_s)
         if not finished:
             log.warning("gateway.stop_left_in_progress", hint="answered after restart")

@@ -14,6 +14,7 @@ import psutil
 from gateway.metrics import LAG_BUCKETS_S, Histogram, Metrics
 from models.health import (
     BusHealth,
+    DiagnosisCounters,
     GatewayState,
     Health,
     ProcessHealth,
@@ -98,6 +99,7 @@ class HealthReporter:
         kb_chunks: Callable[[], int],
         state: Callable[[], GatewayState],
         lag: LoopLagMonitor,
+        diagnosis: Callable[[], DiagnosisCounters] | None = None,
     ) -> None:
         self._instance = instance
         self._data_dir = data_dir
@@ -109,6 +111,7 @@ class HealthReporter:
         self._kb_chunks = kb_chunks
         self._state = state
         self._lag = lag
+        self._diagnosis = diagnosis
         self._process = psutil.Process()
         self._started = time.monotonic()
 
@@ -126,6 +129,7 @@ class HealthReporter:
             queue_depth=self._queue_depth(),
             queue_capacity=self._queue_capacity,
             counters=self._metrics.counters(),
+            diagnosis=self._diagnosis() if self._diagnosis else DiagnosisCounters(),
             latency=self._metrics.latency(),
             tokens_per_s=self._metrics.mean_tokens_per_s(),
             event_loop_lag_ms=self._lag.take_max(),

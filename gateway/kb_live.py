@@ -47,6 +47,11 @@ class LiveKnowledgeBase:
         )
         return hits
 
+    async def version(self) -> int:
+        """The knowledge base's change counter (caches key on it: an ingest invalidates them)."""
+        version: int = await self._io.run(lambda: self._kb.version)
+        return version
+
     async def refresh(self) -> int:
         """Re-read the chunk count and reload the vector index if a CLI ingest or `kb import`
         changed the file, so the next question does not pay for the reload."""

@@ -16,6 +16,7 @@ Bad input is answered with an ErrorReply on the asker's own topic, logged and co
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from gateway.intake import IntakeError, decode_question, is_identifier, question
 from gateway.journal import Journal, JournalEntry, RecordOutcome
 from gateway.logging import get_logger
 from gateway.metrics import Metrics
+from gateway.scheduler import Lane, PriorityScheduler
 from models.errors import ErrorCode, ErrorReply
 
 log = get_logger(__name__)
@@ -79,6 +81,7 @@ class QuestionService:
         limits: LimitsConfig,
         queue_capacity: int,
         metrics: Metrics,
+        scheduler: PriorityScheduler | None = None,
     ) -> None:
         self._adapters = adapters
         self._journal = journal
@@ -88,7 +91,8 @@ class QuestionService:
         self.metrics = metrics
         self.queue_capacity = queue_capacity
         self._intake: asyncio.Queue[InboundMessage] = asyncio.Queue()
-        self._work: asyncio.Queue[JournalEntry] = asyncio.Queue()
+        # Shared with the diagnosis path: one worker, one queue with lanes (gateway/scheduler.py).
+        self._work = scheduler or PriorityScheduler()
         self._queued = 0
         self._unsettled: dict[Key, list[InboundMessage]] = {}
         self._accepting = True
@@ -139,22 +143,29 @@ class QuestionService:
                 log.exception("intake.batch_failed", size=len(batch))
 
     async def run_answering(self) -> None:
+        """The one task that talks to the model: questions and diagnoses, in scheduler order."""
         while True:
-            entry = await self._work.get()
+            job = await self._work.get()
             if not self._accepting:
-                return  # shutting down: the question stays pending in the journal
-            self._queued -= 1
+                return  # shutting down: questions stay pending in the journal
             self._idle.clear()
             try:
-                await self._answer(entry)
+                await job()
             except Exception:
-                log.exception(
-                    "question.unexpected_error",
-                    question_id=entry.question_id,
-                    terminal_id=entry.terminal_id,
-                )
+                log.exception("work.unexpected_error")
             finally:
                 self._idle.set()
+
+    async def _answer_queued(self, entry: JournalEntry) -> None:
+        self._queued -= 1
+        try:
+            await self._answer(entry)
+        except Exception:
+            log.exception(
+                "question.unexpected_error",
+                question_id=entry.question_id,
+                terminal_id=entry.terminal_id,
+            )
 
     # ---- intake -----------------------------------------------------------------------------
 
@@ -304,7 +315,7 @@ class QuestionService:
             task.add_done_callback(_log_task_error)
             return
         self._queued += 1
-        self._work.put_nowait(entry)
+        self._work.put(Lane.QUESTION, functools.partial(self._answer_queued, entry))
 
     async def _answer(self, entry: JournalEntry) -> None:
         bound = log.bind(

@@ -2,20 +2,38 @@
 
 from models.answer import Answer, Latency, Source, Usage
 from models.base import SCHEMA_VERSION
+from models.device import (
+    DEVICE_EVENT_ADAPTER,
+    AlarmCleared,
+    AlarmRaised,
+    DeviceEvent,
+    Severity,
+    ThresholdCrossed,
+)
+from models.diagnosis import Diagnosis, DiagnosisDraft, DiagnosisState
 from models.errors import ErrorCode, ErrorReply
 from models.health import GatewayState, Health, Status
 from models.question import Question
 
 __all__ = [
+    "DEVICE_EVENT_ADAPTER",
     "SCHEMA_VERSION",
+    "AlarmCleared",
+    "AlarmRaised",
     "Answer",
+    "DeviceEvent",
+    "Diagnosis",
+    "DiagnosisDraft",
+    "DiagnosisState",
     "ErrorCode",
     "ErrorReply",
     "GatewayState",
     "Health",
     "Latency",
     "Question",
+    "Severity",
     "Source",
     "Status",
+    "ThresholdCrossed",
     "Usage",
 ]

@@ -68,6 +68,38 @@ class Counters(WireModel):
     rejected: NonNegativeInt = 0
 
 
+class DiagnosisCounters(WireModel):
+    """Device events and diagnoses. No event is dropped without being counted here."""
+
+    events_received: NonNegativeInt = 0
+    events_rejected: NonNegativeInt = Field(default=0, description="Invalid payload or topic.")
+    coalesced: NonNegativeInt = Field(
+        default=0, description="Repeats folded into an open window (reported as repeat_count)."
+    )
+    rate_delayed: NonNegativeInt = Field(
+        default=0, description="Diagnoses postponed by the per-device rate limit."
+    )
+    dropped_rate_limited: NonNegativeInt = Field(
+        default=0, description="Alarms refused: the device's rate-limit backlog was too long."
+    )
+    dropped_overflow: NonNegativeInt = Field(
+        default=0, description="Alarms refused: max_open_windows windows were already open."
+    )
+    superseded: NonNegativeInt = Field(
+        default=0, description="Windows closed by a clear before their diagnosis was published."
+    )
+    cleared: NonNegativeInt = 0
+    published: NonNegativeInt = 0
+    model_runs: NonNegativeInt = 0
+    fallback: NonNegativeInt = 0
+    cached: NonNegativeInt = 0
+    invalid_output: NonNegativeInt = Field(
+        default=0, description="Model output that failed validation (a fallback was sent)."
+    )
+    failed: NonNegativeInt = Field(default=0, description="Worker errors and publish failures.")
+    open_windows: NonNegativeInt = 0
+
+
 class LatencySummary(WireModel):
     p50_ms: NonNegativeFloat | None
     p95_ms: NonNegativeFloat | None
@@ -102,6 +134,7 @@ class Health(WireModel):
     queue_depth: NonNegativeInt
     queue_capacity: NonNegativeInt
     counters: Counters
+    diagnosis: DiagnosisCounters = DiagnosisCounters()
     latency: LatencySummary
     tokens_per_s: NonNegativeFloat | None
     event_loop_lag_ms: NonNegativeFloat

@@ -18,8 +18,10 @@ map to a built-in format (it may otherwise silently substitute a similar built-i
 from __future__ import annotations
 
 import codecs
+import hashlib
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from typing import Any
 import llama_cpp
 import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from llama_cpp.llama_grammar import LlamaGrammar
 
 from gateway.rag.embedder import LlamaEmbedder
 from gateway.worker.protocol import ChatMessage
@@ -36,6 +39,7 @@ from gateway.worker.protocol import ChatMessage
 _TOP_K = 40
 _TOP_P = 0.95
 _MIN_P = 0.05
+GRAMMAR_CACHE_SIZE = 16
 
 
 class ContextOverflowError(Exception):
@@ -50,6 +54,40 @@ class ContextOverflowError(Exception):
 
 class ModelFormatError(Exception):
     """The model cannot be used as a chat model (e.g. no chat template)."""
+
+
+class SchemaGrammarError(ValueError):
+    """A JSON Schema that llama.cpp's converter cannot turn into a grammar."""
+
+
+class GrammarCache:
+    """JSON Schema text -> LlamaGrammar, least recently used first out.
+
+    Converting a schema to GBNF is pure Python and the same few schemas come back on every
+    request, so each is converted once per worker. (llama-cpp-python 0.3.x keeps the GBNF text in
+    the LlamaGrammar; llama.cpp parses it into its sampler at the start of each generation.)
+    """
+
+    def __init__(self, capacity: int = GRAMMAR_CACHE_SIZE) -> None:
+        self._capacity = capacity
+        self._grammars: OrderedDict[str, LlamaGrammar] = OrderedDict()
+        self.compiled = 0
+
+    def get(self, schema: str) -> LlamaGrammar:
+        key = hashlib.sha256(schema.encode("utf-8", "surrogatepass")).hexdigest()
+        grammar = self._grammars.get(key)
+        if grammar is not None:
+            self._grammars.move_to_end(key)
+            return grammar
+        try:
+            grammar = LlamaGrammar.from_json_schema(schema, verbose=False)
+        except Exception as exc:  # the converter raises bare ValueError/AssertionError/KeyError
+            raise SchemaGrammarError(f"cannot compile the JSON schema: {exc!r}") from exc
+        self.compiled += 1
+        self._grammars[key] = grammar
+        if len(self._grammars) > self._capacity:
+            self._grammars.popitem(last=False)
+        return grammar
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +136,7 @@ class Engine:
         self._vocab = self._llm._model.vocab
         self._embedder = LlamaEmbedder(embedding_path, n_threads=threads)
         self.embedding_dim = self._embedder.dim
+        self.grammars = GrammarCache()
 
     def _chat_formatter(self) -> Jinja2ChatFormatter:
         template = self._llm.metadata.get("tokenizer.chat_template")
@@ -132,12 +171,17 @@ class Engine:
         temperature: float,
         stop: Sequence[str] = (),
         on_token: Callable[[str], None] | None = None,
+        json_schema: str | None = None,
     ) -> GenerationResult:
         """Generate a reply; `on_token` gets each piece of text as soon as it is final.
 
         Never truncates: a prompt that leaves no room for `max_tokens` is refused.
         Text that might be the start of a stop string is held back until it is known not to be.
+        With `json_schema`, llama.cpp's grammar sampler only lets through tokens that keep the
+        output a prefix of a document valid for the schema; once it is complete, only
+        end-of-generation remains possible. A `length` finish can still cut it short.
         """
+        grammar = self.grammars.get(json_schema) if json_schema is not None else None
         tokens = self.prompt_tokens(messages)
         n_prompt = len(tokens)
         if n_prompt + max_tokens > self.n_ctx:
@@ -159,6 +203,7 @@ class Engine:
             min_p=_MIN_P,
             temp=temperature,
             repeat_penalty=1.0,
+            grammar=grammar,
         ):
             if first is None:
                 first = time.perf_counter()

@@ -183,6 +183,11 @@ class GenerateRequest(_Message):
     stop: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=8)
     ] = []
+    json_schema: Annotated[str, Field(min_length=2, max_length=65_536)] | None = Field(
+        default=None,
+        description="A JSON Schema (as JSON text): sampling is constrained by llama.cpp to output "
+        "that parses into it. The worker compiles it to a grammar once and caches it.",
+    )
 
 
 class AllocRequest(_Message):
@@ -269,7 +274,7 @@ class ProbeReply(_Message):
 
 class ErrorReply(_Message):
     """`error` is a stable code: bad_request, test_ops_disabled, context_overflow, llama_error,
-    frame_too_large, internal. `id` is null when the request could not be read."""
+    frame_too_large, bad_schema, internal. `id` is null when the request could not be read."""
 
     event: Literal["error"] = "error"
     id: RequestId | None

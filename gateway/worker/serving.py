@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from gateway.logging import configure_logging, get_logger
-from gateway.worker.engine import ContextOverflowError, Engine
+from gateway.worker.engine import ContextOverflowError, Engine, SchemaGrammarError
 from gateway.worker.exits import EXIT_PARENT_GONE, EXIT_START_FAILED
 from gateway.worker.protocol import (
     REQUEST_ADAPTER,
@@ -170,7 +170,10 @@ class Server:
                 temperature=request.temperature,
                 stop=request.stop,
                 on_token=on_token if request.stream else None,
+                json_schema=request.json_schema,
             )
+        except SchemaGrammarError as exc:
+            return ErrorReply(id=request.id, error="bad_schema", message=str(exc)[:2000])
         except ContextOverflowError as exc:
             return ErrorReply(
                 id=request.id,

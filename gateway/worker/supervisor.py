@@ -244,9 +244,11 @@ class WorkerSupervisor:
         on_token: Callable[[str], None] | None = None,
         stop: Sequence[str] = (),
         timeout_s: float | None = None,
+        json_schema: str | None = None,
     ) -> Generation:
         """Generate a reply. With `on_token`, text arrives as it is produced (concatenated, it
-        equals the final text). ContextOverflow if prompt + max_tokens exceed the context."""
+        equals the final text). ContextOverflow if prompt + max_tokens exceed the context.
+        With `json_schema` (JSON text), the output is constrained to that schema by a grammar."""
         request = GenerateRequest(
             id=self._next_id(),
             messages=_chat(messages),
@@ -254,6 +256,7 @@ class WorkerSupervisor:
             temperature=temperature,
             stream=on_token is not None,
             stop=list(stop),
+            json_schema=json_schema,
         )
         reply = await self._call(request, timeout_s=self._timeout(timeout_s), on_token=on_token)
         done = _expect(reply, DoneEvent)

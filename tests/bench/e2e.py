@@ -82,7 +82,7 @@ def ingest_demo(settings: Settings) -> None:
 
 
 async def _ask_all(
-    port: int, texts: list[str], timeout_s: float, prefix: str = "bench"
+    port: int, texts: list[str], timeout_s: float, *, prefix: str = "bench"
 ) -> list[tuple[float, dict[str, Any]]]:
     results: list[tuple[float, dict[str, Any]]] = []
     async with aiomqtt.Client("127.0.0.1", port, identifier="bench-terminal") as client:

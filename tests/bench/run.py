@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 
 from gateway.logging import configure_logging
-from tests.bench import e2e, retrieval
+from tests.bench import diagnosis, e2e, retrieval
 from tests.bench.stats import Summary
 
 
@@ -97,14 +97,32 @@ def main() -> None:
     parser.add_argument(
         "--skip-retrieval", action="store_true", help="smoke runs: only the end-to-end part"
     )
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--flood-questions", type=int, default=10)
+    parser.add_argument(
+        "--only-diagnosis", action="store_true", help="run only the device-event benchmark"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     cache = Path.home() / ".cache" / "edge-gateway" / "bench"
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
+        diag = diagnosis.run(
+            Path(tmp),
+            cache,
+            events=args.events,
+            n_questions=args.flood_questions,
+            max_tokens=args.max_tokens,
+        )
+    diag_text = "\n".join(diagnosis.report_lines(diag))
+    if args.only_diagnosis:
+        (args.out / "report-diagnosis.md").write_text(diag_text)
+        print(diag_text)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
         e2e_result = e2e.run(Path(tmp), cache, n=args.questions, max_tokens=args.max_tokens)
     retrieval_rows = [] if args.skip_retrieval else retrieval.run(queries=args.retrieval_queries)
-    text = report(e2e_result, retrieval_rows)
+    text = report(e2e_result, retrieval_rows) + "\n" + diag_text
     (args.out / "report.md").write_text(text)
     print(text)
 
