@@ -99,6 +99,39 @@ def dead_letter_reply(terminal: str | None, payload: bytes, deliveries: int) -> 
     )
 
 
+async def ensure_last_value_stream(
+    nc: Client, cfg: JetStreamConfig, *, name: str, subjects: list[str], timeout_s: float
+) -> None:
+    """A stream keeping only the newest message of each subject: NATS's retained messages.
+
+    MQTT brokers keep the last retained diagnosis per topic for a SCADA client that connects
+    later; JetStream does the same with `max_msgs_per_subject=1`, and a late subscriber reads
+    the current state with a `last per subject` consumer or a direct get. Publishing needs no
+    change: the stream captures the plain publishes on its subjects.
+    """
+    js = nc.jetstream(timeout=timeout_s)
+    config = api.StreamConfig(
+        name=name,
+        subjects=subjects,
+        retention=api.RetentionPolicy.LIMITS,
+        max_msgs_per_subject=1,
+        discard=api.DiscardPolicy.OLD,
+        storage=api.StorageType.FILE if cfg.storage == "file" else api.StorageType.MEMORY,
+        num_replicas=cfg.replicas,
+        allow_direct=True,
+    )
+    try:
+        try:
+            await js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(config)
+            log.info("jetstream.state_stream_created", stream=name, subjects=subjects)
+        else:
+            await js.update_stream(config)
+    except nats.js.errors.APIError as exc:
+        raise JetStreamConfigError(f"state stream {name!r}: {exc}") from exc
+
+
 class JetStreamIntake:
     """Owns the stream/consumer set-up, the pull loop, the held messages and the dead letters."""
 

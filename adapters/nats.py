@@ -21,7 +21,7 @@ import asyncio
 import math
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import nats
@@ -29,7 +29,14 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from adapters.base import InboundMessage, MessageHandler, Settle, settled_by_ack
+from adapters.base import (
+    ROUTE_QUESTION,
+    InboundMessage,
+    MessageHandler,
+    Settle,
+    Subscription,
+    settled_by_ack,
+)
 from gateway.config import NatsConfig
 from gateway.logging import get_logger
 from models.health import BusHealth
@@ -74,8 +81,18 @@ class NatsAdapter:
         status_subject: str,
         online_payload: bytes,
         stream: str,
+        subscriptions: Sequence[Subscription] = (),
+        retained_subjects: Sequence[str] = (),
+        state_stream: str | None = None,
     ) -> None:
+        """`subscriptions`: extra routes (device events), core subscriptions in the queue group
+        in both modes: events are coalesced and re-sent by devices, so at-most-once is the
+        right price for not journaling a flood. `retained_subjects` (JetStream mode): kept as
+        last values in `state_stream`, NATS's equivalent of MQTT retained messages."""
         self._cfg = cfg
+        self._subscriptions = tuple(subscriptions)
+        self._retained_subjects = list(retained_subjects)
+        self._state_stream = state_stream
         self.broker_redelivers = cfg.mode == "jetstream"
         self._client_name = client_name
         self._question_subject = question_subject
@@ -125,6 +142,7 @@ class NatsAdapter:
                 dead_letter=self._on_dead_letter,
             )
             await self._jetstream.start()
+        await self._subscribe_routes()
         await self._publish_status()
 
     async def publish(
@@ -191,6 +209,38 @@ class NatsAdapter:
             log.warning("nats.drain_failed", error=repr(exc))
         if not self._nc.is_closed:
             await self._nc.close()
+
+    async def _subscribe_routes(self) -> None:
+        for sub in self._subscriptions:
+            index = terminal_token_index(sub.topic_filter)
+            await self._nc.subscribe(
+                sub.topic_filter, queue=self._cfg.queue_group, cb=self._route_callback(sub, index)
+            )
+        if self._cfg.mode == "jetstream" and self._retained_subjects and self._state_stream:
+            from adapters.jetstream import ensure_last_value_stream
+
+            await ensure_last_value_stream(
+                self._nc,
+                self._cfg.jetstream,
+                name=self._state_stream,
+                subjects=self._retained_subjects,
+                timeout_s=self._cfg.publish_timeout_s,
+            )
+
+    def _route_callback(self, sub: Subscription, index: int) -> Callable[[Msg], Awaitable[None]]:
+        async def on_route_message(msg: Msg) -> None:
+            tokens = msg.subject.split(".")
+            sender = tokens[index] if len(tokens) > index else None
+            self._deliver(
+                msg,
+                reply=None,
+                settle=settled_by_ack,
+                redelivered=False,
+                route=sub.route,
+                sender=sender or None,
+            )
+
+        return on_route_message
 
     # ---- connection -------------------------------------------------------------------------
 
@@ -286,15 +336,19 @@ class NatsAdapter:
         settle: Settle,
         redelivered: bool,
         ack: Callable[[], None] | None = None,
+        route: str = ROUTE_QUESTION,
+        sender: str | None = None,
     ) -> None:
         if self._handler is None or self._stopping:
             return  # JetStream redelivers it; core NATS never promised anything
         headers = msg.headers or {}
+        if route == ROUTE_QUESTION:
+            sender = self._terminal(msg.subject) or None
         inbound = InboundMessage(
             bus=self.name,
             topic=msg.subject,
             payload=bytes(msg.data),
-            terminal_id=self._terminal(msg.subject) or None,
+            terminal_id=sender if route == ROUTE_QUESTION else None,
             response_topic=reply,
             correlation_data=None,
             expiry_s=None,
@@ -303,6 +357,8 @@ class NatsAdapter:
             ack=ack or _nothing,
             settle=settle,
             message_id=headers.get(QUESTION_ID_HEADER) or headers.get(MSG_ID_HEADER),
+            route=route,
+            sender_id=sender,
         )
         self._handler(inbound)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,14 @@ log = get_logger(__name__)
 
 PURGE_INTERVAL_S = 3600.0
 ROUTE_DEVICE_EVENT = "device_event"
+
+
+def wildcard_subject(template: str) -> str:
+    """A NATS filter for every subject a per-device template can produce: the tokens before its
+    first placeholder, then `>` (an alarm code such as `TT-101.high` spans two tokens)."""
+    tokens = template.split(".")
+    fixed = list(itertools.takewhile(lambda token: "{" not in token, tokens))
+    return ".".join([*fixed, ">"]) if len(fixed) < len(tokens) else template
 
 
 def embedding_dim(path: Path) -> int:
@@ -213,6 +222,18 @@ class Gateway:
     def _build_adapters(self, extra: list[Subscription]) -> None:
         """One adapter per enabled bus; a question is answered on the bus it arrived on."""
         s = self.settings
+        d = s.diagnosis
+        nats_extra = (
+            [Subscription(ROUTE_DEVICE_EVENT, s.topic(d.nats_event_subject))] if d.enabled else []
+        )
+        retained = sorted(
+            {
+                wildcard_subject(template.replace("{site}", s.site))
+                for template in (d.nats_diagnosis_subject, d.nats_alarm_subject)
+            }
+            if d.enabled
+            else set()
+        )
         if s.mqtt.enabled:
             self.adapters["mqtt"] = MqttAdapter(
                 s.mqtt,
@@ -233,6 +254,9 @@ class Gateway:
                 status_subject=s.topic(s.nats.status_subject),
                 online_payload=self._status(GatewayState.ONLINE),
                 stream=s.topic(s.nats.jetstream.stream),
+                subscriptions=nats_extra,
+                retained_subjects=retained,
+                state_stream=s.topic(s.nats.jetstream.state_stream),
             )
         if not self.adapters:
             log.warning("gateway.no_bus", hint="enable mqtt and/or nats")

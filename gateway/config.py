@@ -169,6 +169,15 @@ class JetStreamConfig(Section):
     )
     _backoff_list = field_validator("backoff_s", mode="before")(list_from_text)
 
+    state_stream: str = Field(
+        default="EDGE_{site}_STATE",
+        pattern=r"^[^\s.*>]+$",
+        max_length=200,
+        description=(
+            "Last-value stream (one message per subject) over the diagnosis subjects, so a "
+            "SCADA client that connects later reads the current state ({site} allowed)."
+        ),
+    )
     fetch_batch: int = Field(default=16, ge=1, le=1_024, description="Messages per pull.")
     fetch_timeout_s: float = Field(default=5.0, gt=0, description="Long-poll time of one pull.")
 
