@@ -49,14 +49,15 @@ def questions(n: int) -> list[str]:
 
 
 def settings_for(
-    workdir: Path, cache: Path, port: int, max_tokens: int, nats_url: str
+    workdir: Path, cache: Path, port: int, max_tokens: int, nats_url: str | None = None
 ) -> tuple[Settings, list[str]]:
+    """Bench settings; NATS is enabled beside MQTT only when a server URL is given."""
+    nats = ["nats.enabled=true", f"nats.servers={nats_url}"] if nats_url else []
     overrides = [
         f"data_dir={workdir / 'data'}",
         f"cache_dir={cache}",
         f"mqtt.port={port}",
-        "nats.enabled=true",
-        f"nats.servers={nats_url}",
+        *nats,
         "worker.temperature=0",
         f"worker.max_tokens={max_tokens}",
         "log.format=json",
@@ -150,7 +151,7 @@ def run_gateway_side(
             asyncio.run(_wait_online(broker.port, 120))
             # Warm-up question (model pages, KV cache), not counted.
             # Its own id: reusing bench-0 made the first measured question a journal replay.
-            asyncio.run(_ask_all(broker.port, ["What does alarm E203 mean?"], 120, "warmup"))
+            asyncio.run(_ask_all(broker.port, ["What does alarm E203 mean?"], 120, prefix="warmup"))
             results = asyncio.run(_ask_all(broker.port, texts, 120))
             nats_results = asyncio.run(_ask_all_nats(nats_server.url, texts, 120))
         finally:
