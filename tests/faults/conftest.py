@@ -59,3 +59,9 @@ def record(figures: Figures | str) -> None:
 @pytest.fixture(autouse=True)
 def _faults_marker(request: pytest.FixtureRequest) -> None:
     request.node.add_marker(pytest.mark.slow)
+
+
+def write_gateway_config(path: Path, data_dir: Path, cache_dir: Path, body: str) -> Path:
+    """A gateway.toml for a daemon under test (`tests.daemon.Daemon`); `body` adds sections."""
+    path.write_text(f'data_dir = "{data_dir}"\ncache_dir = "{cache_dir}"\n{body}')
+    return path
