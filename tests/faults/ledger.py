@@ -57,10 +57,14 @@ def stored_replies(journal: Path) -> dict[tuple[str, str], tuple[bytes | None, i
 
 
 def terminal_of(topic: str) -> str | None:
-    """The terminal id in `edge/{site}/terminal/{id}/answer[/...]`."""
+    """The terminal id in `edge/{site}/terminal/{id}/answer[/...]` (MQTT) or
+    `edge.{site}.answer.{id}[. ...]` (NATS)."""
     levels = topic.split("/")
     if len(levels) >= 5 and levels[2] == "terminal" and levels[4] == "answer":
         return levels[3]
+    tokens = topic.split(".")
+    if len(tokens) >= 4 and tokens[2] == "answer":
+        return tokens[3]
     return None
 
 
