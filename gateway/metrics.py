@@ -75,6 +75,7 @@ class Metrics:
     duplicate: int = 0
     rejected: int = 0
     model_runs: int = 0
+    journal_write_failures: int = 0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     tokens_per_s: deque[float] = field(default_factory=lambda: deque(maxlen=64))
     stage_seconds: dict[str, Histogram] = field(default_factory=_stage_histograms)
@@ -109,6 +110,7 @@ class Metrics:
             expired=self.expired,
             duplicate=self.duplicate,
             rejected=self.rejected,
+            journal_write_failures=self.journal_write_failures,
         )
 
     def latency(self) -> LatencySummary:

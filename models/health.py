@@ -66,6 +66,11 @@ class Counters(WireModel):
     expired: NonNegativeInt = 0
     duplicate: NonNegativeInt = 0
     rejected: NonNegativeInt = 0
+    journal_write_failures: NonNegativeInt = Field(
+        default=0,
+        description="Journal writes that failed (e.g. disk full); the questions stay "
+        "unacknowledged and are retried.",
+    )
 
 
 class DiagnosisCounters(WireModel):
