@@ -74,6 +74,7 @@ class Metrics:
     expired: int = 0
     duplicate: int = 0
     rejected: int = 0
+    rate_limited: int = 0
     model_runs: int = 0
     journal_write_failures: int = 0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
@@ -110,6 +111,7 @@ class Metrics:
             expired=self.expired,
             duplicate=self.duplicate,
             rejected=self.rejected,
+            rate_limited=self.rate_limited,
             journal_write_failures=self.journal_write_failures,
         )
 

@@ -34,6 +34,7 @@ from gateway.intake import IntakeError, decode_question, is_identifier, question
 from gateway.journal import Journal, JournalEntry, Recorded, RecordOutcome
 from gateway.logging import get_logger
 from gateway.metrics import Metrics
+from gateway.ratelimit import RateLimiter
 from gateway.scheduler import Lane, PriorityScheduler
 from models.errors import ErrorCode, ErrorReply
 
@@ -96,6 +97,16 @@ class QuestionService:
         # Shared with the diagnosis path: one worker, one queue with lanes (gateway/scheduler.py).
         self._work = scheduler or PriorityScheduler()
         self._queued = 0
+        self._rate = (
+            RateLimiter(
+                per_minute=limits.questions_per_minute,
+                burst=limits.question_burst,
+                max_delay_s=0.0,
+                max_keys=limits.max_terminals,
+            )
+            if limits.questions_per_minute > 0
+            else None
+        )
         self._unsettled: dict[Key, list[InboundMessage]] = {}
         self._accepting = True
         self._idle = asyncio.Event()
@@ -290,6 +301,22 @@ class QuestionService:
                 ),
             )
             return None
+        if self._rate_exceeded(inbound, terminal):
+            await self._refuse(
+                inbound,
+                own
+                if requested is None
+                else ReplyAddress(inbound.bus, requested, own.correlation_data),
+                terminal,
+                IntakeError(
+                    ErrorCode.RATE_LIMITED,
+                    f"more than {self._limits.questions_per_minute:g} questions per minute "
+                    f"(burst {self._limits.question_burst}) from this terminal; ask again shortly",
+                    question_id=key,
+                ),
+                rate_limited=True,
+            )
+            return None
         entry = JournalEntry(
             terminal_id=terminal,
             question_id=key,
@@ -303,12 +330,28 @@ class QuestionService:
         )
         return _Accepted(inbound, entry)
 
+    def _rate_exceeded(self, inbound: InboundMessage, terminal: str) -> bool:
+        """Per-terminal token bucket. A broker redelivery (DUP) is not a new question from the
+        terminal and may already be journaled, so it never spends a token nor is refused."""
+        if self._rate is None or inbound.redelivered:
+            return False
+        return self._rate.reserve(terminal, time.monotonic()) is None
+
     async def _refuse(
-        self, inbound: InboundMessage, to: ReplyAddress, terminal: str, error: IntakeError
+        self,
+        inbound: InboundMessage,
+        to: ReplyAddress,
+        terminal: str,
+        error: IntakeError,
+        *,
+        rate_limited: bool = False,
     ) -> None:
-        self.metrics.rejected += 1
+        if rate_limited:
+            self.metrics.rate_limited += 1
+        else:
+            self.metrics.rejected += 1
         log.warning(
-            "question.rejected",
+            "question.rate_limited" if rate_limited else "question.rejected",
             code=str(error.code),
             reason=error.message,
             question_id=error.question_id,
@@ -322,7 +365,7 @@ class QuestionService:
             question_id=error.question_id,
             code=error.code,
             message=error.message,
-            retryable=False,
+            retryable=rate_limited,
         )
         sent = await self._send(to, payload, question_id=error.question_id, terminal_id=terminal)
         await _settle_one(inbound, delivered=sent)
