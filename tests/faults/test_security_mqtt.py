@@ -191,7 +191,8 @@ def test_terminal_cannot_reach_another_terminals_answers(
     denied = log_text.count("Denied PUBLISH")
     record(
         f"FIGURES mqtt security (TLS + passwords + shipped ACL): t1 received {len(t1_replies)} "
-        f"replies, all on its own answer topic (+ {len(t1_got) - len(t1_replies)} status); t2 received {len(t2_got)} (its own answer); "
+        f"replies, all on its own answer topic (+ {len(t1_got) - len(t1_replies)} status); "
+        f"t2 received {len(t2_got)} (its own answer); "
         f"SCADA {len(scada_got)}; hostile response topics refused {len(hostile)}/"
         f"{len(hostile)}; spoofed publishes reaching the broker's subscribers {len(spoofed)} "
         f"(broker denied {denied}); publishes anywhere else {len(elsewhere)}; "
