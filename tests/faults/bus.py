@@ -33,9 +33,12 @@ class Received:
     at: float
 
     def json(self) -> dict[str, Any] | None:
+        """The payload as a JSON object; None for anything else (a spy sees hostile input)."""
+        if len(self.payload) > 2**20 or self.payload[:1] != b"{":
+            return None
         try:
             value = json.loads(self.payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         return value if isinstance(value, dict) else None
 
