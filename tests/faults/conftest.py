@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import Settings
 from tests.faults.ledger import Figures
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,7 +62,9 @@ def _faults_marker(request: pytest.FixtureRequest) -> None:
     request.node.add_marker(pytest.mark.slow)
 
 
-def write_gateway_config(path: Path, data_dir: Path, cache_dir: Path, body: str) -> Path:
-    """A gateway.toml for a daemon under test (`tests.daemon.Daemon`); `body` adds sections."""
-    path.write_text(f'data_dir = "{data_dir}"\ncache_dir = "{cache_dir}"\n{body}')
+def write_gateway_config(directory: Path, settings: Settings, body: str) -> Path:
+    """`directory`/gw.toml for a daemon under test (`tests.daemon.Daemon`), on the data and
+    cache directories of `settings` (from `make_settings`); `body` adds sections."""
+    path = directory / "gw.toml"
+    path.write_text(f'data_dir = "{settings.data_dir}"\ncache_dir = "{settings.cache_dir}"\n{body}')
     return path

@@ -33,9 +33,8 @@ def test_burst_of_5000_in_5_s_every_question_accounted(
     total = scaled(5000, minimum=200)
     settings = make_settings(mosquitto)
     config = write_gateway_config(
-        tmp_path / "gw.toml",
-        settings.data_dir,
-        settings.cache_dir,
+        tmp_path,
+        settings,
         f"[mqtt]\nport = {mosquitto.port}\n[worker]\nmax_tokens = 8\n"
         f"[queue]\nmax_depth = {CAPACITY}\n[health]\ninterval_s = 0.25\n",
     )

@@ -128,9 +128,8 @@ class Run:
 def run(mosquitto: Mosquitto, make_settings: SettingsFactory, tmp_path: Path) -> Iterator[Run]:
     settings = make_settings(mosquitto)
     config = write_gateway_config(
-        tmp_path / "gw.toml",
-        settings.data_dir,
-        settings.cache_dir,
+        tmp_path,
+        settings,
         f"[mqtt]\nport = {mosquitto.port}\n[worker]\nmax_tokens = 8\n"
         "[queue]\nmax_depth = 10000\n[health]\ninterval_s = 1\n",
     )

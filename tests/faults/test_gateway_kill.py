@@ -35,9 +35,8 @@ def test_gateway_sigkill_three_times_loses_nothing(
     texts = mixed_texts(total, every=10)
     settings = make_settings(mosquitto)
     config = write_gateway_config(
-        tmp_path / "gw.toml",
-        settings.data_dir,
-        settings.cache_dir,
+        tmp_path,
+        settings,
         f"[mqtt]\nport = {mosquitto.port}\nreconnect_max_s = 1\n"
         "[worker]\nmax_tokens = 8\nrequest_timeout_s = 120\n"
         "[kb]\ntop_k = 1\n[queue]\nmax_depth = 1000\n[health]\ninterval_s = 1\n",

@@ -40,9 +40,8 @@ async def test_jetstream_gateway_and_server_sigkill_lose_nothing(
     texts = mixed_texts(total, every=10)
     settings = make_settings(None)
     config = write_gateway_config(
-        tmp_path / "gw.toml",
-        settings.data_dir,
-        settings.cache_dir,
+        tmp_path,
+        settings,
         "[mqtt]\nenabled = false\n"
         f'[nats]\nenabled = true\nservers = ["{nats_server.url}"]\nmode = "jetstream"\n'
         "reconnect_wait_s = 0.1\n[nats.jetstream]\nack_wait_s = 2\n"

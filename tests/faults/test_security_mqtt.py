@@ -100,9 +100,8 @@ def test_terminal_cannot_reach_another_terminals_answers(
     secret_file = tmp_path / "gateway.password"
     secret_file.write_text(PASSWORDS["gateway"] + "\n")
     config = write_gateway_config(
-        tmp_path / "gw.toml",
-        settings.data_dir,
-        settings.cache_dir,
+        tmp_path,
+        settings,
         f'[mqtt]\nport = {broker.tls_port}\nusername = "gateway"\n'
         f'password_file = "{secret_file}"\n'
         f'[mqtt.tls]\nenabled = true\nca_file = "{plant.cert}"\n'

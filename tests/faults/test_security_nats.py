@@ -87,9 +87,8 @@ async def test_nats_permissions_keep_terminals_apart(
     secret = tmp_path / "gateway.password"
     secret.write_text(PASSWORDS["gateway"] + "\n")
     config = write_gateway_config(
-        tmp_path / "gw.toml",
-        settings.data_dir,
-        settings.cache_dir,
+        tmp_path,
+        settings,
         "[mqtt]\nenabled = false\n"
         f'[nats]\nenabled = true\nservers = ["{server.url}"]\nuser = "gateway"\n'
         f'password_file = "{secret}"\nreply_prefixes = ["_INBOX.{{terminal_id}}."]\n'

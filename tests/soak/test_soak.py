@@ -44,9 +44,8 @@ def test_soak_memory_fds_and_journal_stay_bounded(
 ) -> None:
     settings = make_settings(mosquitto)
     config = write_gateway_config(
-        tmp_path / "gw.toml",
-        settings.data_dir,
-        settings.cache_dir,
+        tmp_path,
+        settings,
         f"[mqtt]\nport = {mosquitto.port}\n[worker]\nmax_tokens = 8\n[kb]\ntop_k = 1\n"
         f"[journal]\nretention_h = {RETENTION_S / 3600}\n[queue]\nmax_depth = 256\n",
     )
