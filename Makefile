@@ -116,7 +116,8 @@ install:
 	chmod 0644 $(DESTDIR)$(UNITDIR)/edge-gateway.service
 	install -m 0644 systemd/edge-gateway.sysusers $(DESTDIR)$(SYSUSERSDIR)/edge-gateway.conf
 	install -m 0644 README.md $(DESTDIR)$(PREFIX)/README.md
-	install -m 0644 configs/mosquitto.conf configs/grafana-dashboard.json $(DESTDIR)$(PREFIX)/share/
+	install -m 0644 configs/mosquitto.conf configs/mosquitto-secure.conf configs/mosquitto.acl \
+		configs/nats-server.conf configs/grafana-dashboard.json $(DESTDIR)$(PREFIX)/share/
 	@if [ "$(SYSTEMD_RUNNING)" = 1 ]; then \
 		systemd-sysusers $(SYSUSERSDIR)/edge-gateway.conf && \
 		chown edge-gateway:edge-gateway $(STATEDIR) $(CACHEDIR) && \
