@@ -11,12 +11,12 @@ LLAMA_VERSION := 0.3.36
 # built wheel (compiled for this CPU: GGML_NATIVE) is kept here and reused by every later venv
 # on this machine, CI included. Delete it after moving the cache to another CPU.
 WHEEL_CACHE ?= $(HOME)/.cache/edge-gateway/wheels
-APT_PACKAGES := mosquitto mosquitto-clients nats-server systemd build-essential cmake python3-venv python3-dev
+APT_PACKAGES := mosquitto mosquitto-clients nats-server systemd build-essential cmake python3-venv python3-dev openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR ?= var/demo
 DEMO_PORT ?= 1883
 
-.PHONY: demo test deps venv lint schema bench clean install uninstall venv-release
+.PHONY: demo test faults soak deps venv lint schema bench clean install uninstall venv-release
 
 ## demo: the gateway with the bundled models, the demo knowledge base and a local broker
 demo: deps venv
@@ -38,6 +38,15 @@ DEMO_ARGS = --config configs/gateway.toml --set data_dir=$(DEMO_DIR)/data \
 ## test: the whole suite against real mosquitto, real models, real sqlite-vec
 test: deps venv
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+## faults: the fault-injection and security suite alone (also part of `make test`); the
+## figures each test produced are appended to var/faults-figures.txt
+faults: deps venv
+	$(PY) -m pytest -ra tests/faults $(PYTEST_ARGS)
+
+## soak: about ten minutes of steady questions; RSS, fds and journal must stay bounded
+soak: deps venv
+	EDGE_SOAK=1 $(PY) -m pytest -ra -s tests/soak $(PYTEST_ARGS)
 
 ## deps: Debian/Ubuntu packages (only the missing ones are installed)
 deps:
@@ -107,7 +116,8 @@ install:
 	chmod 0644 $(DESTDIR)$(UNITDIR)/edge-gateway.service
 	install -m 0644 systemd/edge-gateway.sysusers $(DESTDIR)$(SYSUSERSDIR)/edge-gateway.conf
 	install -m 0644 README.md $(DESTDIR)$(PREFIX)/README.md
-	install -m 0644 configs/mosquitto.conf configs/grafana-dashboard.json $(DESTDIR)$(PREFIX)/share/
+	install -m 0644 configs/mosquitto.conf configs/mosquitto-secure.conf configs/mosquitto.acl \
+		configs/nats-server.conf configs/grafana-dashboard.json $(DESTDIR)$(PREFIX)/share/
 	@if [ "$(SYSTEMD_RUNNING)" = 1 ]; then \
 		systemd-sysusers $(SYSUSERSDIR)/edge-gateway.conf && \
 		chown edge-gateway:edge-gateway $(STATEDIR) $(CACHEDIR) && \

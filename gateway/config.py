@@ -469,6 +469,22 @@ class LimitsConfig(Section):
         default=16_384, ge=256, le=1_048_576, description="Checked before any parsing."
     )
     max_json_depth: int = Field(default=8, ge=2, le=64)
+    questions_per_minute: float = Field(
+        default=0.0,
+        ge=0,
+        description="Per-terminal question rate (token bucket); past it the terminal gets "
+        "`rate_limited`. 0: unlimited.",
+    )
+    question_burst: int = Field(
+        default=5, ge=1, le=10_000, description="Questions a terminal may send at once."
+    )
+    max_terminals: int = Field(
+        default=4_096,
+        ge=1,
+        le=1_000_000,
+        description="Terminals whose rate is tracked (LRU); an evicted one starts with a full "
+        "bucket.",
+    )
 
 
 class HealthConfig(Section):

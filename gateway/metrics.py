@@ -74,7 +74,9 @@ class Metrics:
     expired: int = 0
     duplicate: int = 0
     rejected: int = 0
+    rate_limited: int = 0
     model_runs: int = 0
+    journal_write_failures: int = 0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     tokens_per_s: deque[float] = field(default_factory=lambda: deque(maxlen=64))
     stage_seconds: dict[str, Histogram] = field(default_factory=_stage_histograms)
@@ -109,6 +111,8 @@ class Metrics:
             expired=self.expired,
             duplicate=self.duplicate,
             rejected=self.rejected,
+            rate_limited=self.rate_limited,
+            journal_write_failures=self.journal_write_failures,
         )
 
     def latency(self) -> LatencySummary:

@@ -31,15 +31,18 @@ from gateway.config import LimitsConfig
 from gateway.errors import GatewayError, WorkerUnavailable
 from gateway.executor import SerialExecutor
 from gateway.intake import IntakeError, decode_question, is_identifier, question_key
-from gateway.journal import Journal, JournalEntry, RecordOutcome
+from gateway.journal import Journal, JournalEntry, Recorded, RecordOutcome
 from gateway.logging import get_logger
 from gateway.metrics import Metrics
+from gateway.ratelimit import RateLimiter
 from gateway.scheduler import Lane, PriorityScheduler
 from models.errors import ErrorCode, ErrorReply
 
 log = get_logger(__name__)
 
 INTAKE_BATCH = 256
+JOURNAL_RETRY_MIN_S = 0.25
+JOURNAL_RETRY_MAX_S = 5.0
 
 Key = tuple[str, str]
 """(terminal id, question id): the journal's single id space, the same on every bus."""
@@ -94,6 +97,16 @@ class QuestionService:
         # Shared with the diagnosis path: one worker, one queue with lanes (gateway/scheduler.py).
         self._work = scheduler or PriorityScheduler()
         self._queued = 0
+        self._rate = (
+            RateLimiter(
+                per_minute=limits.questions_per_minute,
+                burst=limits.question_burst,
+                max_delay_s=0.0,
+                max_keys=limits.max_terminals,
+            )
+            if limits.questions_per_minute > 0
+            else None
+        )
         self._unsettled: dict[Key, list[InboundMessage]] = {}
         self._accepting = True
         self._idle = asyncio.Event()
@@ -178,15 +191,10 @@ class QuestionService:
                 accepted.append(item)
         if not accepted:
             return
-        try:
-            outcomes = await self._io.run(self._journal.record, [a.entry for a in accepted])
-        except Exception as exc:
-            # Not acknowledged: the broker keeps the questions and redelivers them.
-            self.metrics.failed += len(accepted)
-            log.error("journal.write_failed", error=str(exc), questions=len(accepted))
-            for item in accepted:
-                await _settle_one(item.inbound, delivered=False)
+        recorded_batch = await self._record(accepted)
+        if recorded_batch is None:
             return
+        accepted, outcomes = recorded_batch
         for item, recorded in zip(accepted, outcomes, strict=True):
             item.inbound.ack()
             entry = item.entry
@@ -207,6 +215,43 @@ class QuestionService:
                 assert recorded.reply is not None
                 bound.info("question.duplicate", state=str(recorded.reply.state))
                 await self._publish_stored(entry, recorded.reply.payload)
+
+    async def _record(
+        self, accepted: list[_Accepted]
+    ) -> tuple[list[_Accepted], list[Recorded]] | None:
+        """Journal the batch, retrying while the journal cannot be written (e.g. disk full).
+
+        Nothing is acknowledged until the write succeeds. An MQTT broker does not resend an
+        unacknowledged message within a session, so giving up on it would leave it unanswered
+        until the next reconnect (found by tests/faults/test_disk_full.py): those are retried
+        here with backoff. Buses whose broker redelivers (JetStream) get theirs back at once.
+        """
+        delay = JOURNAL_RETRY_MIN_S
+        while True:
+            try:
+                outcomes = await self._io.run(self._journal.record, [a.entry for a in accepted])
+            except Exception as exc:
+                self.metrics.journal_write_failures += 1
+                log.error(
+                    "journal.write_failed",
+                    error=str(exc),
+                    questions=len(accepted),
+                    question_ids=[a.entry.question_id for a in accepted[:16]],
+                    retry_in_s=delay,
+                )
+            else:
+                return accepted, outcomes
+            keep: list[_Accepted] = []
+            for item in accepted:
+                if self._adapters[item.inbound.bus].broker_redelivers:
+                    await _settle_one(item.inbound, delivered=False)
+                else:
+                    keep.append(item)
+            accepted = keep
+            if not accepted or not self._accepting:
+                return None  # unacknowledged: the broker redelivers them to the next session
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, JOURNAL_RETRY_MAX_S)
 
     async def _screen(self, inbound: InboundMessage) -> _Accepted | None:
         """Validate one message; refusals are answered (when possible), logged and acked here."""
@@ -256,6 +301,22 @@ class QuestionService:
                 ),
             )
             return None
+        if self._rate_exceeded(inbound, terminal):
+            await self._refuse(
+                inbound,
+                own
+                if requested is None
+                else ReplyAddress(inbound.bus, requested, own.correlation_data),
+                terminal,
+                IntakeError(
+                    ErrorCode.RATE_LIMITED,
+                    f"more than {self._limits.questions_per_minute:g} questions per minute "
+                    f"(burst {self._limits.question_burst}) from this terminal; ask again shortly",
+                    question_id=key,
+                ),
+                rate_limited=True,
+            )
+            return None
         entry = JournalEntry(
             terminal_id=terminal,
             question_id=key,
@@ -269,12 +330,28 @@ class QuestionService:
         )
         return _Accepted(inbound, entry)
 
+    def _rate_exceeded(self, inbound: InboundMessage, terminal: str) -> bool:
+        """Per-terminal token bucket. A broker redelivery (DUP) is not a new question from the
+        terminal and may already be journaled, so it never spends a token nor is refused."""
+        if self._rate is None or inbound.redelivered:
+            return False
+        return self._rate.reserve(terminal, time.monotonic()) is None
+
     async def _refuse(
-        self, inbound: InboundMessage, to: ReplyAddress, terminal: str, error: IntakeError
+        self,
+        inbound: InboundMessage,
+        to: ReplyAddress,
+        terminal: str,
+        error: IntakeError,
+        *,
+        rate_limited: bool = False,
     ) -> None:
-        self.metrics.rejected += 1
+        if rate_limited:
+            self.metrics.rate_limited += 1
+        else:
+            self.metrics.rejected += 1
         log.warning(
-            "question.rejected",
+            "question.rate_limited" if rate_limited else "question.rejected",
             code=str(error.code),
             reason=error.message,
             question_id=error.question_id,
@@ -288,7 +365,7 @@ class QuestionService:
             question_id=error.question_id,
             code=error.code,
             message=error.message,
-            retryable=False,
+            retryable=rate_limited,
         )
         sent = await self._send(to, payload, question_id=error.question_id, terminal_id=terminal)
         await _settle_one(inbound, delivered=sent)

@@ -20,6 +20,8 @@ class ErrorCode(StrEnum):
     INVALID_QUESTION = "invalid_question"
     FORBIDDEN_RESPONSE_TOPIC = "forbidden_response_topic"
     BUSY = "busy"
+    RATE_LIMITED = "rate_limited"
+    """The terminal asked faster than `limits.questions_per_minute`; retryable."""
     EXPIRED = "expired"
     QUESTION_TOO_LONG = "question_too_long"
     WORKER_FAILED = "worker_failed"

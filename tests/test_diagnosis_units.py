@@ -11,7 +11,7 @@ from gateway.diagnosis.board import AlarmBoard
 from gateway.diagnosis.cache import DiagnosisCache
 from gateway.diagnosis.coalescer import Coalescer, Offer
 from gateway.diagnosis.pipeline import mentions_code
-from gateway.diagnosis.ratelimit import DeviceRateLimiter
+from gateway.ratelimit import RateLimiter
 from gateway.scheduler import Job, Lane, PriorityScheduler
 from models.device import DEVICE_EVENT_ADAPTER, AlarmRaised, Severity
 from models.diagnosis import Diagnosis, DiagnosisDraft, DiagnosisState
@@ -55,7 +55,7 @@ def test_coalescer_keeps_escalated_severity_and_is_bounded() -> None:
 
 
 def test_rate_limiter_spreads_a_burst_and_refuses_past_max_delay() -> None:
-    rl = DeviceRateLimiter(per_minute=60, burst=2, max_delay_s=2.5, max_devices=100)
+    rl = RateLimiter(per_minute=60, burst=2, max_delay_s=2.5, max_keys=100)
     assert rl.reserve("P2", 0.0) == 0.0
     assert rl.reserve("P2", 0.0) == 0.0
     assert rl.reserve("P2", 0.0) == pytest.approx(1.0)
@@ -66,7 +66,7 @@ def test_rate_limiter_spreads_a_burst_and_refuses_past_max_delay() -> None:
 
 
 def test_rate_limiter_map_is_bounded() -> None:
-    rl = DeviceRateLimiter(per_minute=1, burst=1, max_delay_s=0, max_devices=50)
+    rl = RateLimiter(per_minute=1, burst=1, max_delay_s=0, max_keys=50)
     for i in range(10_000):
         rl.reserve(f"d{i}", 0.0)
     assert len(rl) == 50

@@ -108,6 +108,8 @@ def test_install_tree_and_uninstall_keeps_data_unless_purged(tmp_path: Path) -> 
         "etc/systemd/system/edge-gateway.service",
         "usr/lib/sysusers.d/edge-gateway.conf",
         "opt/edge-gateway/share/grafana-dashboard.json",
+        "opt/edge-gateway/share/mosquitto-secure.conf",
+        "opt/edge-gateway/share/mosquitto.acl",
         "var/lib/edge-gateway",
         "var/cache/edge-gateway",
     ):

@@ -36,10 +36,10 @@ from gateway.diagnosis.pipeline import (
     diagnose,
     to_diagnosis,
 )
-from gateway.diagnosis.ratelimit import DeviceRateLimiter
 from gateway.errors import GatewayError
 from gateway.intake import is_identifier
 from gateway.logging import get_logger
+from gateway.ratelimit import RateLimiter
 from gateway.scheduler import Lane, PriorityScheduler
 from models.device import DEVICE_EVENT_ADAPTER, AlarmCleared, Severity
 from models.diagnosis import Diagnosis, DiagnosisState
@@ -85,11 +85,11 @@ class DiagnosisService:
         self._max_payload = max_payload_bytes
         self.metrics = DiagnosisMetrics()
         self.coalescer = Coalescer(window_s=cfg.coalesce_window_s, max_open=cfg.max_open_windows)
-        self._limiter = DeviceRateLimiter(
+        self._limiter = RateLimiter(
             per_minute=cfg.rate_per_minute,
             burst=cfg.rate_burst,
             max_delay_s=cfg.rate_max_delay_s,
-            max_devices=cfg.max_devices,
+            max_keys=cfg.max_devices,
         )
         self._cache: DiagnosisCache[Diagnosed] = DiagnosisCache(
             ttl_s=cfg.cache_ttl_s, max_entries=cfg.cache_max_entries
