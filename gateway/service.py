@@ -18,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
@@ -108,6 +108,7 @@ class QuestionService:
             else None
         )
         self._unsettled: dict[Key, list[InboundMessage]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = True
         self._idle = asyncio.Event()
         self._idle.set()
@@ -206,7 +207,10 @@ class QuestionService:
             )
             if recorded.outcome == RecordOutcome.NEW:
                 bound.info("question.received", bus=entry.bus, redelivered=item.inbound.redelivered)
-                self._enqueue(entry)
+                if self._rate_exceeded(entry.terminal_id):
+                    self._refuse_rate_limited(entry)
+                else:
+                    self._enqueue(entry)
             elif recorded.outcome == RecordOutcome.DUPLICATE_PENDING:
                 self.metrics.duplicate += 1
                 bound.info("question.duplicate", state="pending")
@@ -301,22 +305,6 @@ class QuestionService:
                 ),
             )
             return None
-        if self._rate_exceeded(inbound, terminal):
-            await self._refuse(
-                inbound,
-                own
-                if requested is None
-                else ReplyAddress(inbound.bus, requested, own.correlation_data),
-                terminal,
-                IntakeError(
-                    ErrorCode.RATE_LIMITED,
-                    f"more than {self._limits.questions_per_minute:g} questions per minute "
-                    f"(burst {self._limits.question_burst}) from this terminal; ask again shortly",
-                    question_id=key,
-                ),
-                rate_limited=True,
-            )
-            return None
         entry = JournalEntry(
             terminal_id=terminal,
             question_id=key,
@@ -330,28 +318,23 @@ class QuestionService:
         )
         return _Accepted(inbound, entry)
 
-    def _rate_exceeded(self, inbound: InboundMessage, terminal: str) -> bool:
-        """Per-terminal token bucket. A broker redelivery (DUP) is not a new question from the
-        terminal and may already be journaled, so it never spends a token nor is refused."""
-        if self._rate is None or inbound.redelivered:
+    def _rate_exceeded(self, terminal: str) -> bool:
+        """Per-terminal token bucket, spent only by questions new to the journal: a broker
+        redelivery or a terminal's re-send of a known id is a duplicate, never a new question,
+        while a redelivered copy of a question that was never journaled counts like any other
+        (exempting DUP copies let a flood past the limit after a reconnect)."""
+        if self._rate is None:
             return False
         return self._rate.reserve(terminal, time.monotonic()) is None
 
     async def _refuse(
-        self,
-        inbound: InboundMessage,
-        to: ReplyAddress,
-        terminal: str,
-        error: IntakeError,
-        *,
-        rate_limited: bool = False,
+        self, inbound: InboundMessage, to: ReplyAddress, terminal: str, error: IntakeError
     ) -> None:
-        if rate_limited:
-            self.metrics.rate_limited += 1
-        else:
-            self.metrics.rejected += 1
+        """Count, log and ack a refused message; its error reply goes out from a task of its
+        own, so a sender of bad input cannot slow down the intake of everyone else."""
+        self.metrics.rejected += 1
         log.warning(
-            "question.rate_limited" if rate_limited else "question.rejected",
+            "question.rejected",
             code=str(error.code),
             reason=error.message,
             question_id=error.question_id,
@@ -365,12 +348,48 @@ class QuestionService:
             question_id=error.question_id,
             code=error.code,
             message=error.message,
-            retryable=rate_limited,
+            retryable=False,
         )
-        sent = await self._send(to, payload, question_id=error.question_id, terminal_id=terminal)
-        await _settle_one(inbound, delivered=sent)
+
+        async def reply() -> None:
+            sent = await self._send(
+                to, payload, question_id=error.question_id, terminal_id=terminal
+            )
+            await _settle_one(inbound, delivered=sent)
+
+        self._background(reply())
 
     # ---- queue and answering ----------------------------------------------------------------
+
+    def _refuse_rate_limited(self, entry: JournalEntry) -> None:
+        """Like `busy`: journaled as refused (a retry with the same id is a new attempt) and
+        answered from a task of its own, so a flooding terminal's refusals never hold up the
+        intake of everyone else's questions."""
+        self.metrics.rate_limited += 1
+        log.warning(
+            "question.rate_limited",
+            question_id=entry.question_id,
+            terminal_id=entry.terminal_id,
+            topic=entry.topic,
+        )
+        payload = error_reply(
+            terminal_id=entry.terminal_id,
+            question_id=entry.question_id,
+            code=ErrorCode.RATE_LIMITED,
+            message=(
+                f"more than {self._limits.questions_per_minute:g} questions per minute "
+                f"(burst {self._limits.question_burst}) from this terminal; ask again shortly"
+            ),
+            retryable=True,
+        )
+        self._background(self._deliver(entry, "error", payload, final=False))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a reply on its own task, kept referenced until done (the loop holds tasks weakly)."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_task_error)
 
     def _enqueue(self, entry: JournalEntry, *, force: bool = False) -> None:
         if not force and self._queued >= self.queue_capacity:
@@ -388,8 +407,7 @@ class QuestionService:
                 message=f"{self._queued} questions are waiting; ask again shortly",
                 retryable=True,
             )
-            task = asyncio.ensure_future(self._deliver(entry, "error", payload, final=False))
-            task.add_done_callback(_log_task_error)
+            self._background(self._deliver(entry, "error", payload, final=False))
             return
         self._queued += 1
         self._work.put(Lane.QUESTION, functools.partial(self._answer_queued, entry))
@@ -522,10 +540,15 @@ class QuestionService:
     async def drain(self, timeout_s: float) -> bool:
         """Let the answer in progress finish (bounded); queued questions stay pending in the
         journal and are answered after the restart. True when nothing was left in progress."""
+        deadline = time.monotonic() + timeout_s
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
         except TimeoutError:
             return False
+        # Refusals and busy replies in flight: journaled ones are republished after a restart
+        # anyway, but letting them out now spares the terminals a wait.
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - time.monotonic()))
         return True
 
 

@@ -25,15 +25,7 @@ from tests.faults.conftest import in_domain, record, scaled
 from tests.faults.ledger import stored_replies
 from tests.harness import GatewayRunner
 
-pytestmark = [
-    pytest.mark.timeout(600),
-    # Known, open: under a heavy flood on a loaded 2-core machine the intake falls behind
-    # (each `rate_limited` reply is published and awaited in the intake loop), the broker
-    # redelivers unacknowledged flood questions with DUP set after a reconnect, and DUP copies
-    # bypass the limiter: 22 flood answers admitted where the bucket allows 15, quiet's p95
-    # 16x. Passes on a quiet machine (1.90x); see the README, "Reliability and security".
-    pytest.mark.xfail(reason="intake throttled by refusal publishes; DUP bypass", strict=False),
-]
+pytestmark = pytest.mark.timeout(600)
 PER_MINUTE = 6
 BURST = 2
 PACE_S = 10.5
