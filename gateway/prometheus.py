@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 PREFIX = "edge_gateway"
-OUTCOMES = ("answered", "fallback", "failed", "busy", "expired", "duplicate", "rejected")
+OUTCOMES = ("answered", "cached", "fallback", "failed", "busy", "expired", "duplicate", "rejected")
 
 
 def _histogram(name: str, doc: str, labels: list[str]) -> HistogramMetricFamily:

@@ -132,6 +132,7 @@ def build_argv(
     n_threads: int,
     flash_attn: bool,
     allow_test_ops: bool,
+    prefix_reuse: bool = True,
     confinement_args: Sequence[str],
 ) -> list[str]:
     """The worker's command line, without `--fd` (added per spawn)."""
@@ -148,6 +149,7 @@ def build_argv(
         "--n-threads",
         str(n_threads),
         "--flash-attn" if flash_attn else "--no-flash-attn",
+        "--prefix-reuse" if prefix_reuse else "--no-prefix-reuse",
         "--parent-pid",
         str(os.getpid()),
         *confinement_args,

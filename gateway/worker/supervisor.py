@@ -177,6 +177,7 @@ class WorkerSupervisor:
                 n_ctx=self._cfg.n_ctx,
                 n_threads=self._cfg.n_threads,
                 flash_attn=self._cfg.flash_attn,
+                prefix_reuse=self._cfg.prefix_reuse,
                 allow_test_ops=self._allow_test_ops,
                 confinement_args=self._confinement.child_args(),
             ),
