@@ -15,6 +15,11 @@ When a stored answer may be reused, all of these must hold:
   excerpts, so the stored answer is what it would say (the caller checks this by passing them);
 - younger than `ttl_s`.
 
+The same question word for word (up to case and spacing, which neither the uncased embedding
+model nor keyword search sees) is found before anything else, by `lookup_exact`: its embedding
+and retrieval would be the same, so the worker is not asked for an embedding either, which also
+means a repeat does not wait for a generation in progress to embed its text.
+
 Only model-written answers are stored (the caller's rule): fallbacks depend on the reloadable
 threshold and on the worker being up (a degraded worker's fallback says nothing about the
 question), and they are cheap to produce again anyway.
@@ -37,6 +42,11 @@ from models.answer import Answer
 _WORD = re.compile(r"\w[\w./-]*")
 
 
+def normalise(text: str) -> str:
+    """Case and spacing folded: what an uncased embedding model and FTS5 both ignore."""
+    return " ".join(text.split()).casefold()
+
+
 def identifiers(text: str) -> frozenset[str]:
     """Words that contain a digit (E203, P2, HF-2231-B, 4.5), case-folded."""
     words = (m.group(0).rstrip("./-").casefold() for m in _WORD.finditer(text))
@@ -45,6 +55,7 @@ def identifiers(text: str) -> frozenset[str]:
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
+    text: str
     vector: NDArray[np.float32]
     identifiers: frozenset[str]
     chunk_ids: tuple[int, ...]
@@ -65,6 +76,7 @@ class AnswerCache:
         self._ttl_s = ttl_s
         self._max = max_entries
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        self._by_text: dict[str, int] = {}
         self._keys = 0
         self._kb_version: int | None = None
         self.hits = 0
@@ -75,12 +87,34 @@ class AnswerCache:
 
     def clear(self) -> None:
         self._entries.clear()
+        self._by_text.clear()
         self._kb_version = None
 
     def _sync_version(self, kb_version: int) -> None:
         if kb_version != self._kb_version:
             self._entries.clear()
+            self._by_text.clear()
             self._kb_version = kb_version
+
+    def _drop(self, key: int) -> None:
+        entry = self._entries.pop(key)
+        if self._by_text.get(entry.text) == key:
+            del self._by_text[entry.text]
+
+    def lookup_exact(self, text: str, *, kb_version: int, now: float) -> CacheHit | None:
+        """A stored answer to this very question (case and spacing aside), or None. A miss is
+        not counted: `lookup` follows with the embedding."""
+        self._sync_version(kb_version)
+        key = self._by_text.get(normalise(text))
+        if key is None:
+            return None
+        entry = self._entries[key]
+        if now - entry.stored_at > self._ttl_s:
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return CacheHit(entry.answer, 1.0, now - entry.stored_at)
 
     def lookup(
         self,
@@ -99,7 +133,7 @@ class AnswerCache:
         best: tuple[float, int, _Entry] | None = None
         for key, entry in list(self._entries.items()):
             if now - entry.stored_at > self._ttl_s:
-                del self._entries[key]
+                self._drop(key)
                 continue
             if entry.identifiers != ids or entry.chunk_ids != chunks:
                 continue
@@ -126,11 +160,16 @@ class AnswerCache:
     ) -> None:
         self._sync_version(kb_version)
         self._keys += 1
-        self._entries[self._keys] = _Entry(
-            _unit(vector), identifiers(text), tuple(chunk_ids), answer, now
+        entry = _Entry(
+            normalise(text), _unit(vector), identifiers(text), tuple(chunk_ids), answer, now
         )
+        previous = self._by_text.get(entry.text)
+        if previous is not None:
+            self._drop(previous)
+        self._entries[self._keys] = entry
+        self._by_text[entry.text] = self._keys
         while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+            self._drop(next(iter(self._entries)))
 
 
 def _unit(vector: Sequence[float]) -> NDArray[np.float32]:

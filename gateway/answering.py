@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from gateway.answer_cache import AnswerCache
+from gateway.answer_cache import AnswerCache, CacheHit
 from gateway.errors import ContextOverflow
 from gateway.logging import get_logger
 from gateway.prompt import ContextChunk, build_messages
@@ -176,6 +176,11 @@ class Answerer:
     ) -> Answer:
         policy = self.policy
         t0 = time.perf_counter()
+        kb_version = await self._kb_version() if self._kb_version is not None else 0
+        if self.cache is not None:
+            hit = self.cache.lookup_exact(ctx.text, kb_version=kb_version, now=time.monotonic())
+            if hit is not None:
+                return self._from_cache(ctx, hit, retrieve_s=time.perf_counter() - t0)
         (vector,) = await self._model.embed([ctx.text])
         hits = list(await self._search(ctx.text, vector))
         retrieve_s = time.perf_counter() - t0
@@ -191,21 +196,12 @@ class Answerer:
             return fallback_answer(ctx, policy, retrieve_s=retrieve_s)
 
         chunk_ids = [h.chunk_id for h in hits]
-        kb_version = await self._kb_version() if self._kb_version is not None else 0
         if self.cache is not None:
             hit = self.cache.lookup(
                 ctx.text, vector, chunk_ids, kb_version=kb_version, now=time.monotonic()
             )
             if hit is not None:
-                log.info(
-                    "answer.cache_hit",
-                    question_id=ctx.question_id,
-                    terminal_id=ctx.terminal_id,
-                    original_question_id=hit.answer.question_id,
-                    similarity=round(hit.similarity, 4),
-                    age_s=round(hit.age_s, 1),
-                )
-                return cached_answer(ctx, hit.answer, retrieve_s=retrieve_s)
+                return self._from_cache(ctx, hit, retrieve_s=retrieve_s)
 
         used, messages = await self._fit_context(ctx, hits)
         if before_generate is not None:
@@ -243,6 +239,17 @@ class Answerer:
                 ctx.text, vector, chunk_ids, answer, kb_version=kb_version, now=time.monotonic()
             )
         return answer
+
+    def _from_cache(self, ctx: QuestionContext, hit: CacheHit, *, retrieve_s: float) -> Answer:
+        log.info(
+            "answer.cache_hit",
+            question_id=ctx.question_id,
+            terminal_id=ctx.terminal_id,
+            original_question_id=hit.answer.question_id,
+            similarity=round(hit.similarity, 4),
+            age_s=round(hit.age_s, 1),
+        )
+        return cached_answer(ctx, hit.answer, retrieve_s=retrieve_s)
 
     async def _fit_context(
         self, ctx: QuestionContext, hits: Sequence[SearchHit]

@@ -80,6 +80,24 @@ def test_ttl_and_bound() -> None:
     assert hit.answer.question_id == "c"
 
 
+def test_same_words_hit_without_an_embedding_until_the_kb_changes() -> None:
+    c = cache(ttl_s=10.0)
+    c.store("What does E203 mean?", V1, CHUNKS, answer(), kb_version=1, now=0.0)
+    hit = c.lookup_exact("  what does   e203 MEAN? ", kb_version=1, now=1.0)
+    assert hit is not None
+    assert hit.answer.text == "Check the accumulator."
+    assert c.lookup_exact("What does E204 mean?", kb_version=1, now=1.0) is None
+    assert c.lookup_exact("What does E203 mean?", kb_version=1, now=11.0) is None  # expired
+    c.store("What does E203 mean?", V1, CHUNKS, answer(), kb_version=1, now=20.0)
+    assert c.lookup_exact("What does E203 mean?", kb_version=2, now=21.0) is None
+    c.store("What does E203 mean?", V1, CHUNKS, answer("new"), kb_version=2, now=22.0)
+    c.store("What does E203 mean?", V1, CHUNKS, answer("newer"), kb_version=2, now=23.0)
+    assert len(c) == 1  # the same question stored again replaces the older answer
+    hit = c.lookup_exact("What does E203 mean?", kb_version=2, now=24.0)
+    assert hit is not None
+    assert hit.answer.text == "newer"
+
+
 def test_partial_stream_numbers_pieces_and_merges_what_the_bus_refused() -> None:
     sent: list[bytes] = []
     accept = iter([True, False, False, True, True])
