@@ -311,7 +311,14 @@ class WorkerConfig(Section):
     )
     n_ctx: int = Field(default=2_048, ge=256, le=131_072, description="Context window in tokens.")
     n_threads: int = Field(
-        default=0, ge=0, le=256, description="Inference threads; 0 means all available cores."
+        default=0,
+        ge=0,
+        le=256,
+        description=(
+            "Inference threads; 0 means all the cores the worker may use. Never more than those "
+            "(CPU affinity, and cpu_quota_percent / 100): one worker, so workers x threads <= "
+            "cores; more only slows llama.cpp down (README, Performance)."
+        ),
     )
     flash_attn: bool = True
     prefix_reuse: bool = Field(
