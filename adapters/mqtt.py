@@ -157,15 +157,12 @@ class MqttAdapter:
         correlation_data: bytes | None = None,
         reliable: bool = True,
     ) -> None:
-        properties: Properties | None = None
-        if self._v5:
-            properties = _properties(PacketTypes.PUBLISH)
-            properties.PayloadFormatIndicator = 1
-            properties.ContentType = "application/json"
-            if correlation_data is not None:
-                properties.CorrelationData = correlation_data
         info = self._client.publish(
-            topic, payload, qos=1 if reliable else 0, retain=retain, properties=properties
+            topic,
+            payload,
+            qos=1 if reliable else 0,
+            retain=retain,
+            properties=self._publish_properties(correlation_data),
         )
         if not reliable:
             return
@@ -182,19 +179,24 @@ class MqttAdapter:
     ) -> bool:
         if not self.connected or len(self._partials) >= self._max_partials:
             return False
-        properties: Properties | None = None
-        if self._v5:
-            properties = _properties(PacketTypes.PUBLISH)
-            properties.PayloadFormatIndicator = 1
-            properties.ContentType = "application/json"
-            if correlation_data is not None:
-                properties.CorrelationData = correlation_data
+        properties = self._publish_properties(correlation_data)
         info = self._client.publish(topic, payload, qos=0, properties=properties)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             return False
         if not info.is_published():
             self._partials.add(info.mid)
         return True
+
+    def _publish_properties(self, correlation_data: bytes | None) -> Properties | None:
+        """MQTT 5: JSON content type, and the requester's correlation data echoed."""
+        if not self._v5:
+            return None
+        properties = _properties(PacketTypes.PUBLISH)
+        properties.PayloadFormatIndicator = 1
+        properties.ContentType = "application/json"
+        if correlation_data is not None:
+            properties.CorrelationData = correlation_data
+        return properties
 
     def partial_topic(self, terminal_id: str, reply_to: str) -> str:
         """`{reply topic}/partial`: inside the terminal's own answer space, and never the reply

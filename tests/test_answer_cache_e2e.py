@@ -7,10 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import open_knowledge_base
-from gateway.config import Settings
-from gateway.rag.embedder import LlamaEmbedder
-from gateway.rag.ingest import ingest_paths
+from gateway import kb_commands
 from tests.brokers import Mosquitto
 from tests.conftest import SettingsFactory
 from tests.harness import GatewayRunner, terminal
@@ -19,24 +16,6 @@ pytestmark = pytest.mark.slow
 
 E203 = "What does alarm E203 on press P2 mean?"
 E205_LIKE = "What does alarm E205 on press P2 mean?"
-
-
-def ingest_one(settings: Settings, path: Path) -> None:
-    """What `edge-gateway ingest` does, from another connection to the same file."""
-    kb, embedding_model = open_knowledge_base(settings)
-    try:
-        with LlamaEmbedder(embedding_model, n_threads=1) as embedder:
-            report = ingest_paths(
-                kb,
-                embedder,
-                [path],
-                chunk_chars=settings.kb.chunk_chars,
-                overlap=settings.kb.chunk_overlap_chars,
-                progress=False,
-            )
-        assert report.ok, report.failed
-    finally:
-        kb.close()
 
 
 async def test_repeat_is_cached_with_the_original_sources_until_an_ingest(
@@ -68,7 +47,7 @@ async def test_repeat_is_cached_with_the_original_sources_until_an_ingest(
         # An ingest bumps the knowledge-base version: the next repeat runs the model again.
         doc = tmp_path / "canteen.md"
         doc.write_text("# Canteen\n\nThe canteen opens at 6:00 and closes at 14:30.\n")
-        ingest_one(settings, doc)
+        assert kb_commands.ingest(settings, [doc]) == 0  # `edge-gateway ingest`, beside it
         runs = gw.metrics.model_runs
         fresh = (await t.wait_for(await t.ask(E203, qid="c-4"))).json
         assert fresh["cached"] is False

@@ -131,6 +131,47 @@ def e2e_lines(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def target_lines(r: dict[str, Any]) -> list[str]:
+    """Issue 7's targets against this run; README (Performance) says why a missed one is."""
+    gateway, worker = footprint.peak(r["memory"])
+    one = 1 if 1 in r["levels"] else r["levels"][0]
+    rows = [
+        (
+            "gateway overhead at p50, 1 terminal (vs in-process)",
+            e2e.ratios(r["gateway"][one], r["inprocess"][one])[0],
+            "≤ 1.05",
+            lambda v: v <= 1.05,
+        ),
+        *(
+            (
+                f"p50 vs OpenAI server + bridge, {k} terminals",
+                e2e.ratios(r["gateway"][k], r["server"][k])[0],
+                "≤ 1" if k < 4 else "< 1",
+                (lambda v: v <= 1.0) if k < 4 else (lambda v: v < 1.0),
+            )
+            for k in r["levels"]
+        ),
+        (
+            "first partial / complete answer (p50)",
+            ratio(r["stream_first"].p50_ms, r["stream_final"].p50_ms),
+            "< 0.10",
+            lambda v: v < 0.10,
+        ),
+        ("cached answer p95 ms", r["cached"].p95_ms, "< 20", lambda v: v < 20),
+        (
+            "gateway + worker RSS MB",
+            (gateway.rss + worker.rss) / 1e6,
+            "< 400",
+            lambda v: v < 400,
+        ),
+        ("cold start to READY s (slowest)", max(r["ready_s"]), "< 3", lambda v: v < 3),
+    ]
+    lines = ["## Targets", "", "| target | this run | goal | met |", "|---|---|---|---|"]
+    for name, value, goal, met in rows:
+        lines.append(f"| {name} | {value:.3f} | {goal} | {'yes' if met(value) else '**no**'} |")
+    return [*lines, "", "Why a missed target is missed: README, Performance.", ""]
+
+
 def retrieval_lines(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
@@ -251,6 +292,7 @@ def main() -> None:
     text = "\n".join(
         [
             *header(load),
+            *target_lines(result),
             *e2e_lines(result),
             *prefix.report_lines(pre),
             *concurrency.report_lines(conc),
