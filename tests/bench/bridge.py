@@ -18,7 +18,7 @@ import argparse
 import http.client
 import json
 import socket
-import threading
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,21 +39,30 @@ def main() -> None:
     args = parser.parse_args()
     prompts: dict[str, list[dict[str, str]]] = json.loads(args.prompts.read_text())
     server = urlsplit(args.server)
-    local = threading.local()
     pool = ThreadPoolExecutor(max_workers=32)
 
     def complete(messages: list[dict[str, str]]) -> str:
-        conn = getattr(local, "conn", None)
-        if conn is None:
-            conn = local.conn = http.client.HTTPConnection(server.hostname, server.port)
-        body = json.dumps({"messages": messages, "max_tokens": args.max_tokens, "temperature": 0.0})
-        conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
-        reply: dict[str, Any] = json.loads(conn.getresponse().read())
+        # A connection per request, as `requests.post` does: a kept-alive one would be closed
+        # by the server while its thread waits for the next question (uvicorn: 5 s idle).
+        conn = http.client.HTTPConnection(server.hostname, server.port, timeout=600)
+        try:
+            body = json.dumps(
+                {"messages": messages, "max_tokens": args.max_tokens, "temperature": 0.0}
+            )
+            headers = {"Content-Type": "application/json"}
+            conn.request("POST", "/v1/chat/completions", body, headers)
+            reply: dict[str, Any] = json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
         return str(reply["choices"][0]["message"]["content"])
 
     def handle(client: paho.Client, topic: str, payload: bytes) -> None:
         question = json.loads(payload)
-        text = complete(prompts[question["text"]])
+        try:
+            text = complete(prompts[question["text"]])
+        except Exception as exc:  # said, not swallowed by the pool
+            print(f"bridge: {question.get('id')}: {exc!r}", file=sys.stderr, flush=True)
+            text = f"error: {exc!r}"
         answer_topic = topic.rsplit("/", 1)[0] + "/answer"
         client.publish(
             answer_topic, json.dumps({"question_id": question["id"], "text": text}), qos=1
