@@ -82,6 +82,7 @@ schema: venv
 	$(VENV)/bin/edge-gateway schema --out models/schemas
 
 bench: deps venv
+	$(PIP) install -q -e '.[dev,bench]'
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m tests.bench.run --out bench-report $(BENCH_ARGS)
 
 clean:

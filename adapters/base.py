@@ -111,6 +111,18 @@ class BusAdapter(Protocol):
         """Publish; with `reliable`, return only once the broker has acknowledged it."""
         ...
 
+    def publish_partial(
+        self, topic: str, payload: bytes, *, correlation_data: bytes | None = None
+    ) -> bool:
+        """Best effort (QoS 0), never waits. False when nothing was sent: not connected, or
+        `max_backlog` partials are still unsent (a slow bus gets fewer, larger pieces rather
+        than a queue that grows with every token)."""
+        ...
+
+    def partial_topic(self, terminal_id: str, reply_to: str) -> str:
+        """Where partial answers for a reply going to `reply_to` are published."""
+        ...
+
     def answer_topic(self, terminal_id: str) -> str:
         """The terminal's own answer topic (errors always go there)."""
         ...

@@ -71,6 +71,7 @@ class MqttAdapter:
         online_payload: bytes,
         offline_payload: bytes,
         subscriptions: Sequence[Subscription] = (),
+        max_partial_backlog: int = 64,
     ) -> None:
         self._cfg = cfg
         self._question_topic = question_topic
@@ -90,6 +91,10 @@ class MqttAdapter:
         self._reconnects = 0
         self._last_error: str | None = None
         self._inflight: dict[int, asyncio.Future[None]] = {}
+        # QoS 0 partials handed to paho and not yet written to the socket (paho reports the
+        # write through on_publish); bounded by max_partial_backlog.
+        self._partials: set[int] = set()
+        self._max_partials = max_partial_backlog
         self._stopping = False
         self._client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -152,15 +157,12 @@ class MqttAdapter:
         correlation_data: bytes | None = None,
         reliable: bool = True,
     ) -> None:
-        properties: Properties | None = None
-        if self._v5:
-            properties = _properties(PacketTypes.PUBLISH)
-            properties.PayloadFormatIndicator = 1
-            properties.ContentType = "application/json"
-            if correlation_data is not None:
-                properties.CorrelationData = correlation_data
         info = self._client.publish(
-            topic, payload, qos=1 if reliable else 0, retain=retain, properties=properties
+            topic,
+            payload,
+            qos=1 if reliable else 0,
+            retain=retain,
+            properties=self._publish_properties(correlation_data),
         )
         if not reliable:
             return
@@ -171,6 +173,36 @@ class MqttAdapter:
         future = asyncio.get_running_loop().create_future()
         self._inflight[info.mid] = future
         await future
+
+    def publish_partial(
+        self, topic: str, payload: bytes, *, correlation_data: bytes | None = None
+    ) -> bool:
+        if not self.connected or len(self._partials) >= self._max_partials:
+            return False
+        properties = self._publish_properties(correlation_data)
+        info = self._client.publish(topic, payload, qos=0, properties=properties)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            return False
+        if not info.is_published():
+            self._partials.add(info.mid)
+        return True
+
+    def _publish_properties(self, correlation_data: bytes | None) -> Properties | None:
+        """MQTT 5: JSON content type, and the requester's correlation data echoed."""
+        if not self._v5:
+            return None
+        properties = _properties(PacketTypes.PUBLISH)
+        properties.PayloadFormatIndicator = 1
+        properties.ContentType = "application/json"
+        if correlation_data is not None:
+            properties.CorrelationData = correlation_data
+        return properties
+
+    def partial_topic(self, terminal_id: str, reply_to: str) -> str:
+        """`{reply topic}/partial`: inside the terminal's own answer space, and never the reply
+        topic itself, where a request/response client (mosquitto_rr) takes the first message
+        as the answer."""
+        return reply_to + "/partial"
 
     def answer_topic(self, terminal_id: str) -> str:
         return self._answer_template.replace("{terminal_id}", terminal_id)
@@ -337,12 +369,14 @@ class MqttAdapter:
     def _disconnected_on_loop(self, reason: str) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
+        self._partials.clear()  # paho drops unsent QoS 0 messages with the connection
         if was_connected and not self._stopping:
             self._reconnects += 1
             self._last_error = f"disconnected: {reason}"
             log.warning("mqtt.disconnected", reason=reason)
 
     def _published(self, mid: int, error: str | None) -> None:
+        self._partials.discard(mid)
         future = self._inflight.pop(mid, None)
         if future is None or future.done():
             return

@@ -84,6 +84,7 @@ class NatsAdapter:
         subscriptions: Sequence[Subscription] = (),
         retained_subjects: Sequence[str] = (),
         state_stream: str | None = None,
+        max_partial_backlog: int = 64,
     ) -> None:
         """`subscriptions`: extra routes (device events), core subscriptions in the queue group
         in both modes: events are coalesced and re-sent by devices, so at-most-once is the
@@ -110,6 +111,8 @@ class NatsAdapter:
         self.slow_consumers = 0
         self.dead_letters = 0
         self.last_error: str | None = None
+        self._partials: set[asyncio.Task[None]] = set()
+        self._max_partials = max_partial_backlog
         self._jetstream: Any = None  # adapters.jetstream.JetStreamIntake, imported lazily
 
     # ---- BusAdapter -------------------------------------------------------------------------
@@ -167,6 +170,32 @@ class NatsAdapter:
                 await self._nc.flush(timeout=math.ceil(self._cfg.publish_timeout_s))
         except (nats.errors.Error, TimeoutError) as exc:
             raise NatsPublishError(f"publish to {topic!r} not confirmed: {exc!r}") from exc
+
+    def publish_partial(
+        self, topic: str, payload: bytes, *, correlation_data: bytes | None = None
+    ) -> bool:
+        """nats-py only publishes from a coroutine, which returns as soon as the message is in
+        its write buffer; one short task per partial, at most `max_backlog` at a time."""
+        if not self._nc.is_connected or len(self._partials) >= self._max_partials:
+            return False
+        task = asyncio.get_running_loop().create_task(self._send_partial(topic, payload))
+        self._partials.add(task)
+        task.add_done_callback(self._partials.discard)
+        return True
+
+    async def _send_partial(self, topic: str, payload: bytes) -> None:
+        try:
+            await self._nc.publish(topic, payload, headers=CONTENT_TYPE)
+        except nats.errors.Error as exc:
+            log.debug("nats.partial_dropped", subject=topic, error=repr(exc))
+
+    def partial_topic(self, terminal_id: str, reply_to: str) -> str:
+        """`{reply subject}.partial` inside the terminal's answer subject; for a request's inbox
+        the answer subject's: the first message on an inbox completes the request, and a
+        request's inbox subscription does not match a subject below the inbox."""
+        own = self.answer_topic(terminal_id)
+        base = reply_to if reply_to == own or reply_to.startswith(own + ".") else own
+        return base + ".partial"
 
     def answer_topic(self, terminal_id: str) -> str:
         return self._answer_template.replace("{terminal_id}", terminal_id)

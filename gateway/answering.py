@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from gateway.answer_cache import AnswerCache, CacheHit
 from gateway.errors import ContextOverflow
 from gateway.logging import get_logger
 from gateway.prompt import ContextChunk, build_messages
@@ -66,6 +67,7 @@ class ModelClient(Protocol):
 
 
 Search = Callable[[str, Sequence[float]], Awaitable[Sequence[SearchHit]]]
+KbVersion = Callable[[], Awaitable[int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,13 +124,48 @@ def fallback_answer(ctx: QuestionContext, policy: AnswerPolicy, *, retrieve_s: f
     )
 
 
-class Answerer:
-    """Answers one question at a time; the scheduler decides which and when."""
+def cached_answer(ctx: QuestionContext, stored: Answer, *, retrieve_s: float) -> Answer:
+    """A stored answer re-addressed to this question: its text, sources and model, no usage."""
+    return stored.model_copy(
+        update={
+            "question_id": ctx.question_id,
+            "terminal_id": ctx.terminal_id,
+            "cached": True,
+            "usage": Usage(),
+            "latency": Latency(
+                queue_ms=_ms(ctx.started_at - ctx.received_at),
+                retrieve_ms=_ms(retrieve_s),
+                generate_ms=0.0,
+                total_ms=_ms(time.time() - ctx.received_at),
+            ),
+            "answered_at": datetime.now(UTC),
+        }
+    )
 
-    def __init__(self, model: ModelClient, search: Search, policy: AnswerPolicy) -> None:
+
+class Answerer:
+    """Answers one question at a time; the scheduler decides which and when.
+
+    With a cache (and the knowledge base's version to key it on), a question close enough to
+    one answered before is answered after retrieval without the model (gateway/answer_cache.py).
+    """
+
+    def __init__(
+        self,
+        model: ModelClient,
+        search: Search,
+        policy: AnswerPolicy,
+        *,
+        cache: AnswerCache | None = None,
+        kb_version: KbVersion | None = None,
+    ) -> None:
+        if (cache is None) != (kb_version is None):
+            raise ValueError("an answer cache needs the knowledge base version, and only it")
         self._model = model
         self._search = search
         self.policy = policy
+        self.cache = cache
+        self._kb_version = kb_version
 
     async def answer(
         self,
@@ -139,6 +176,11 @@ class Answerer:
     ) -> Answer:
         policy = self.policy
         t0 = time.perf_counter()
+        kb_version = await self._kb_version() if self._kb_version is not None else 0
+        if self.cache is not None:
+            hit = self.cache.lookup_exact(ctx.text, kb_version=kb_version, now=time.monotonic())
+            if hit is not None:
+                return self._from_cache(ctx, hit, retrieve_s=time.perf_counter() - t0)
         (vector,) = await self._model.embed([ctx.text])
         hits = list(await self._search(ctx.text, vector))
         retrieve_s = time.perf_counter() - t0
@@ -153,6 +195,14 @@ class Answerer:
             )
             return fallback_answer(ctx, policy, retrieve_s=retrieve_s)
 
+        chunk_ids = [h.chunk_id for h in hits]
+        if self.cache is not None:
+            hit = self.cache.lookup(
+                ctx.text, vector, chunk_ids, kb_version=kb_version, now=time.monotonic()
+            )
+            if hit is not None:
+                return self._from_cache(ctx, hit, retrieve_s=retrieve_s)
+
         used, messages = await self._fit_context(ctx, hits)
         if before_generate is not None:
             await before_generate()
@@ -163,10 +213,11 @@ class Answerer:
             on_token=on_token,
         )
         now = time.time()
-        return Answer(
+        text = generation.text.strip()[:32_768]
+        answer = Answer(
             question_id=ctx.question_id,
             terminal_id=ctx.terminal_id,
-            text=generation.text.strip()[:32_768] or policy.fallback_text,
+            text=text or policy.fallback_text,
             sources=tuple(to_source(h) for h in used),
             fallback=False,
             model=generation.model[:256],
@@ -182,6 +233,23 @@ class Answerer:
             ),
             answered_at=datetime.now(UTC),
         )
+        if self.cache is not None and text:
+            # An empty generation was replaced by the fallback text: not worth keeping.
+            self.cache.store(
+                ctx.text, vector, chunk_ids, answer, kb_version=kb_version, now=time.monotonic()
+            )
+        return answer
+
+    def _from_cache(self, ctx: QuestionContext, hit: CacheHit, *, retrieve_s: float) -> Answer:
+        log.info(
+            "answer.cache_hit",
+            question_id=ctx.question_id,
+            terminal_id=ctx.terminal_id,
+            original_question_id=hit.answer.question_id,
+            similarity=round(hit.similarity, 4),
+            age_s=round(hit.age_s, 1),
+        )
+        return cached_answer(ctx, hit.answer, retrieve_s=retrieve_s)
 
     async def _fit_context(
         self, ctx: QuestionContext, hits: Sequence[SearchHit]

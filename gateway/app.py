@@ -8,10 +8,12 @@ import itertools
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from adapters.base import ROUTE_QUESTION, BusAdapter, InboundMessage, MessageHandler, Subscription
 from adapters.mqtt import MqttAdapter
 from adapters.nats import NatsAdapter
+from gateway.answer_cache import AnswerCache
 from gateway.answering import Answerer, AnswerPolicy
 from gateway.bundled import default_generation_model
 from gateway.config import Settings
@@ -147,6 +149,7 @@ class Gateway:
                     max_tokens=s.worker.max_tokens,
                     temperature=s.worker.temperature,
                 ),
+                **self._answer_cache(kb),
             )
             scheduler = PriorityScheduler(
                 burst=s.queue.priority_burst, max_wait_s=s.queue.max_wait_s
@@ -166,6 +169,7 @@ class Gateway:
                 queue_capacity=s.queue.max_depth,
                 metrics=self.metrics,
                 scheduler=scheduler,
+                streaming_terminals=frozenset(s.streaming.terminals),
             )
             self.service = service
             routes: dict[str, MessageHandler] = {ROUTE_QUESTION: service.on_message}
@@ -219,6 +223,14 @@ class Gateway:
             kb_io.shutdown()
             log.info("gateway.stopped", instance=s.instance)
 
+    def _answer_cache(self, kb: LiveKnowledgeBase) -> dict[str, Any]:
+        """The Answerer's cache arguments: none when the cache is off."""
+        c = self.settings.answer_cache
+        if not c.enabled:
+            return {}
+        cache = AnswerCache(similarity=c.similarity, ttl_s=c.ttl_s, max_entries=c.max_entries)
+        return {"cache": cache, "kb_version": kb.version}
+
     def _build_adapters(self, extra: list[Subscription]) -> None:
         """One adapter per enabled bus; a question is answered on the bus it arrived on."""
         s = self.settings
@@ -244,6 +256,7 @@ class Gateway:
                 online_payload=self._status(GatewayState.ONLINE),
                 offline_payload=self._status(GatewayState.OFFLINE),
                 subscriptions=extra,
+                max_partial_backlog=s.streaming.max_backlog,
             )
         if s.nats.enabled:
             self.adapters["nats"] = NatsAdapter(
@@ -257,6 +270,7 @@ class Gateway:
                 subscriptions=nats_extra,
                 retained_subjects=retained,
                 state_stream=s.topic(s.nats.jetstream.state_stream),
+                max_partial_backlog=s.streaming.max_backlog,
             )
         if not self.adapters:
             log.warning("gateway.no_bus", hint="enable mqtt and/or nats")

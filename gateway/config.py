@@ -320,9 +320,24 @@ class WorkerConfig(Section):
     )
     n_ctx: int = Field(default=2_048, ge=256, le=131_072, description="Context window in tokens.")
     n_threads: int = Field(
-        default=0, ge=0, le=256, description="Inference threads; 0 means all available cores."
+        default=0,
+        ge=0,
+        le=256,
+        description=(
+            "Inference threads; 0 means all the cores the worker may use. Never more than those "
+            "(CPU affinity, and cpu_quota_percent / 100): one worker, so workers x threads <= "
+            "cores; more only slows llama.cpp down (README, Performance)."
+        ),
     )
     flash_attn: bool = True
+    prefix_reuse: bool = Field(
+        default=True,
+        description=(
+            "Keep the evaluated prompt in llama.cpp's KV cache and evaluate only what differs on "
+            "the next request (the fixed instructions are not evaluated again). Off: every "
+            "prompt is evaluated from scratch (for benchmarks)."
+        ),
+    )
     max_tokens: int = Field(default=192, ge=1, le=8_192)
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
     request_timeout_s: float = Field(default=60.0, gt=0)
@@ -342,6 +357,40 @@ class WorkerConfig(Section):
         default=None,
         description="A writable cgroup directory to create the worker's group in; auto when unset.",
     )
+
+
+class AnswerCacheConfig(Section):
+    """Near-identical questions answered again from memory (see gateway/answer_cache.py)."""
+
+    enabled: bool = True
+    similarity: float = Field(
+        default=0.95,
+        ge=0.5,
+        le=1.0,
+        description="Cosine similarity of the question embeddings needed to reuse an answer.",
+    )
+    ttl_s: float = Field(default=600.0, gt=0, description="How long an answer may be reused.")
+    max_entries: int = Field(default=512, ge=1, le=100_000, description="Least recent out.")
+
+
+class StreamingConfig(Section):
+    """Partial answers (QoS 0, sequence-numbered) while the model writes; see README."""
+
+    terminals: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=list,
+        description="Terminal ids that always get partials (others ask with `stream: true`).",
+    )
+    max_backlog: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description=(
+            "Partials a bus may hold unsent; past it the text is merged into the next partial "
+            "instead of queued."
+        ),
+    )
+
+    _terminal_list = field_validator("terminals", mode="before")(list_from_text)
 
 
 class QueueConfig(Section):
@@ -523,6 +572,8 @@ class Settings(BaseSettings):
     kb: KnowledgeBaseConfig = KnowledgeBaseConfig()
     worker: WorkerConfig = WorkerConfig()
     queue: QueueConfig = QueueConfig()
+    answer_cache: AnswerCacheConfig = AnswerCacheConfig()
+    streaming: StreamingConfig = StreamingConfig()
     limits: LimitsConfig = LimitsConfig()
     diagnosis: DiagnosisConfig = DiagnosisConfig()
     health: HealthConfig = HealthConfig()

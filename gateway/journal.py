@@ -69,6 +69,8 @@ class JournalEntry:
     text: str
     received_at: float
     deadline: float | None
+    stream: bool = False
+    """Send partial answers. Not stored: a question answered after a restart gets none."""
 
 
 @dataclass(frozen=True, slots=True)

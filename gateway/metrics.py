@@ -68,6 +68,7 @@ class Metrics:
 
     received: int = 0
     answered: int = 0
+    cached: int = 0
     fallback: int = 0
     failed: int = 0
     busy: int = 0
@@ -105,6 +106,7 @@ class Metrics:
         return Counters(
             received=self.received,
             answered=self.answered,
+            cached=self.cached,
             fallback=self.fallback,
             failed=self.failed,
             busy=self.busy,

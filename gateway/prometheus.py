@@ -38,6 +38,7 @@ log = get_logger(__name__)
 PREFIX = "edge_gateway"
 OUTCOMES = (
     "answered",
+    "cached",
     "fallback",
     "failed",
     "busy",

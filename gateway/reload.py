@@ -113,6 +113,10 @@ async def reload_settings(gateway: Gateway, load: Callable[[], Settings]) -> Map
             max_tokens=candidate.worker.max_tokens,
             temperature=candidate.worker.temperature,
         )
+        if gateway.answerer.cache is not None and apply - {"log.level"}:
+            # Another KB file may carry the same version number, and other top_k, max_tokens
+            # or temperature would have produced other answers: start over.
+            gateway.answerer.cache.clear()
     if "log.level" in apply:
         configure_logging(candidate.log.level, candidate.log.format)
     gateway.settings = candidate

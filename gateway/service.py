@@ -36,6 +36,7 @@ from gateway.logging import get_logger
 from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
 from gateway.scheduler import Lane, PriorityScheduler
+from gateway.streaming import PartialStream
 from models.errors import ErrorCode, ErrorReply
 
 log = get_logger(__name__)
@@ -85,12 +86,14 @@ class QuestionService:
         queue_capacity: int,
         metrics: Metrics,
         scheduler: PriorityScheduler | None = None,
+        streaming_terminals: frozenset[str] = frozenset(),
     ) -> None:
         self._adapters = adapters
         self._journal = journal
         self._io = journal_io
         self._answerer = answerer
         self._limits = limits
+        self._streaming_terminals = streaming_terminals
         self.metrics = metrics
         self.queue_capacity = queue_capacity
         self._intake: asyncio.Queue[InboundMessage] = asyncio.Queue()
@@ -315,6 +318,7 @@ class QuestionService:
             text=decoded.text,
             received_at=inbound.received_at,
             deadline=(inbound.received_at + inbound.expiry_s) if inbound.expiry_s else None,
+            stream=decoded.stream or terminal in self._streaming_terminals,
         )
         return _Accepted(inbound, entry)
 
@@ -441,8 +445,13 @@ class QuestionService:
             self.metrics.model_runs += 1
             await self._io.run(self._journal.note_model_run, entry.terminal_id, entry.question_id)
 
+        partials = self._partial_stream(entry)
         try:
-            answer = await self._answerer.answer(ctx, before_generate=count_run)
+            answer = await self._answerer.answer(
+                ctx,
+                before_generate=count_run,
+                on_token=partials.on_token if partials is not None else None,
+            )
         except WorkerUnavailable as exc:
             bound.warning("question.degraded_fallback", error=exc.message)
             answer = fallback_answer(ctx, self._answerer.policy, retrieve_s=0.0)
@@ -458,7 +467,11 @@ class QuestionService:
             )
             await self._deliver(entry, "error", payload, final=not exc.retryable)
             return
-        if answer.fallback:
+        if partials is not None:
+            partials.finish()
+        if answer.cached:
+            self.metrics.cached += 1
+        elif answer.fallback:
             self.metrics.fallback += 1
         else:
             self.metrics.answered += 1
@@ -466,11 +479,25 @@ class QuestionService:
         bound.info(
             "question.answered",
             fallback=answer.fallback,
+            cached=answer.cached,
             sources=len(answer.sources),
             total_ms=round(answer.latency.total_ms, 1),
             completion_tokens=answer.usage.completion_tokens,
         )
         await self._deliver(entry, "answer", answer.model_dump_json().encode(), final=True)
+
+    def _partial_stream(self, entry: JournalEntry) -> PartialStream | None:
+        """Partials for this question, if it asked for them and its bus is here."""
+        adapter = self._adapters.get(entry.bus)
+        if not entry.stream or adapter is None:
+            return None
+        topic = adapter.partial_topic(entry.terminal_id, entry.reply_to)
+        correlation = entry.correlation
+
+        def publish(payload: bytes) -> bool:
+            return adapter.publish_partial(topic, payload, correlation_data=correlation)
+
+        return PartialStream(publish, question_id=entry.question_id, terminal_id=entry.terminal_id)
 
     # ---- outbox -----------------------------------------------------------------------------
 

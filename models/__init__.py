@@ -1,6 +1,6 @@
 """Wire contracts: every message that crosses the bus, exported as JSON Schema for integrators."""
 
-from models.answer import Answer, Latency, Source, Usage
+from models.answer import Answer, Latency, PartialAnswer, Source, Usage
 from models.base import SCHEMA_VERSION
 from models.device import (
     DEVICE_EVENT_ADAPTER,
@@ -30,6 +30,7 @@ __all__ = [
     "GatewayState",
     "Health",
     "Latency",
+    "PartialAnswer",
     "Question",
     "Severity",
     "Source",

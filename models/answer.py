@@ -40,6 +40,24 @@ class Latency(WireModel):
     total_ms: NonNegativeFloat = Field(description="From receipt to the answer being ready.")
 
 
+class PartialAnswer(WireModel):
+    """A piece of an answer while the model is still writing it: best effort, QoS 0.
+
+    Concatenated in `seq` order, the pieces are a prefix of the final answer's text (before its
+    surrounding whitespace is trimmed). A gap in `seq` means a piece was lost on the way; the
+    final Answer, sent afterwards at QoS 1, is always complete and is the one to keep.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    kind: Literal["partial"] = "partial"
+    question_id: Identifier
+    terminal_id: Identifier
+    seq: NonNegativeInt = Field(description="0 for the first piece, then +1 per piece sent.")
+    text: Annotated[str, Field(max_length=32_768)] = Field(
+        description="The text written since the previous piece."
+    )
+
+
 class Answer(WireModel):
     """The authoritative answer to one question."""
 
@@ -51,6 +69,13 @@ class Answer(WireModel):
     sources: tuple[Source, ...] = Field(default=(), max_length=32)
     fallback: bool = Field(
         description="True when nothing in the knowledge base was close enough; no model call."
+    )
+    cached: bool = Field(
+        default=False,
+        description=(
+            "True when the text and sources are those of an earlier answer to a nearly identical "
+            "question against the same knowledge-base version; the model was not run again."
+        ),
     )
     model: ShortText = Field(
         description="Generation model that wrote the text (empty for fallbacks)."

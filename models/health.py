@@ -60,6 +60,9 @@ class WorkerHealth(WireModel):
 class Counters(WireModel):
     received: NonNegativeInt = 0
     answered: NonNegativeInt = 0
+    cached: NonNegativeInt = Field(
+        default=0, description="Answered from the answer cache, without the model."
+    )
     fallback: NonNegativeInt = 0
     failed: NonNegativeInt = 0
     busy: NonNegativeInt = 0

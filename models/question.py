@@ -35,3 +35,10 @@ class Question(WireModel):
         ),
     )
     text: QuestionText = Field(description="The question, 1 to 2000 characters.")
+    stream: bool = Field(
+        default=False,
+        description=(
+            "Also send the answer in pieces while the model writes it (PartialAnswer, QoS 0, on "
+            "the reply topic + `/partial`, NATS: `.partial`). The final Answer is sent as always."
+        ),
+    )

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
-from models.answer import Answer
+from models.answer import Answer, PartialAnswer
 from models.device import DEVICE_EVENT_ADAPTER
 from models.diagnosis import Diagnosis
 from models.errors import ErrorReply
@@ -21,6 +21,7 @@ WireModelType = type[BaseModel] | TypeAdapter[Any]
 WIRE_MODELS: dict[str, tuple[WireModelType, JsonSchemaMode]] = {
     "question": (Question, "validation"),
     "answer": (Answer, "serialization"),
+    "partial-answer": (PartialAnswer, "serialization"),
     "error-reply": (ErrorReply, "serialization"),
     "health": (Health, "serialization"),
     "status": (Status, "serialization"),

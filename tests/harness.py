@@ -113,11 +113,16 @@ class Terminal:
         await self.client.publish(self.question_topic, payload, qos=1, properties=props)
         return qid
 
-    async def wait_for(self, qid: str, timeout_s: float = 60.0) -> Reply:
-        """The first reply to `qid` (answers and errors both carry question_id)."""
+    async def wait_for(
+        self, qid: str, timeout_s: float = 60.0, *, topic: str | None = None
+    ) -> Reply:
+        """The first reply to `qid` (answers and errors both carry question_id), on `topic`
+        if given (partial answers carry the question id too)."""
 
         def find() -> Reply | None:
             for reply in self.replies:
+                if topic is not None and reply.topic != topic:
+                    continue
                 with contextlib.suppress(ValueError):
                     if reply.json.get("question_id") == qid:
                         return reply

@@ -120,8 +120,10 @@ class Engine:
         n_ctx: int,
         n_threads: int,
         flash_attn: bool,
+        prefix_reuse: bool = True,
     ) -> None:
         threads = resolve_threads(n_threads)
+        self.prefix_reuse = prefix_reuse
         self.model_name = model_path.name.removesuffix(".gguf")
         self._llm: Any = llama_cpp.Llama(
             model_path=str(model_path),
@@ -193,6 +195,10 @@ class Engine:
         pending = ""
         completion = 0
         finish = "length"
+        if not self.prefix_reuse:
+            # Forget the evaluated tokens: llama.cpp then drops the whole KV cache and
+            # evaluates the prompt from its first token (the baseline of `make bench`).
+            self._llm.reset()
         llama_cpp.llama_perf_context_reset(self._llm.ctx)
         started = time.perf_counter()
         first: float | None = None

@@ -123,6 +123,34 @@ class WorkerProcess:
             await self.reader_task
 
 
+@dataclass(frozen=True, slots=True)
+class ThreadPlan:
+    threads: int
+    cores: int
+    """CPUs the worker may use: its affinity, lowered by a CPU quota."""
+    clamped: bool
+    """The configured thread count was above `cores` and was lowered to it."""
+
+
+def plan_threads(n_threads: int, cpu_quota_percent: int) -> ThreadPlan:
+    """Inference threads that never oversubscribe the CPUs the worker may run on.
+
+    One worker serves one request at a time (the supervisor's lock), so workers x threads <=
+    cores holds when threads <= cores. More threads than cores, or than a CPU quota allows
+    (`cpu_quota_percent` 100 = one core), only make llama.cpp's threads wait for each other
+    at every synchronisation point. 0 means all of them.
+    """
+    try:
+        cores = max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        cores = max(1, os.cpu_count() or 1)
+    if cpu_quota_percent > 0:
+        cores = min(cores, max(1, cpu_quota_percent // 100))
+    if n_threads <= 0:
+        return ThreadPlan(cores, cores, clamped=False)
+    return ThreadPlan(min(n_threads, cores), cores, clamped=n_threads > cores)
+
+
 def build_argv(
     *,
     python: str,
@@ -132,6 +160,7 @@ def build_argv(
     n_threads: int,
     flash_attn: bool,
     allow_test_ops: bool,
+    prefix_reuse: bool = True,
     confinement_args: Sequence[str],
 ) -> list[str]:
     """The worker's command line, without `--fd` (added per spawn)."""
@@ -148,6 +177,7 @@ def build_argv(
         "--n-threads",
         str(n_threads),
         "--flash-attn" if flash_attn else "--no-flash-attn",
+        "--prefix-reuse" if prefix_reuse else "--no-prefix-reuse",
         "--parent-pid",
         str(os.getpid()),
         *confinement_args,

@@ -58,6 +58,7 @@ def run(sock: socket.socket, args: argparse.Namespace) -> int:
             n_ctx=args.n_ctx,
             n_threads=args.n_threads,
             flash_attn=args.flash_attn,
+            prefix_reuse=args.prefix_reuse,
         )
     except MemoryError:
         raise

@@ -59,6 +59,7 @@ from gateway.worker.process import (
     WorkerProcess,
     build_argv,
     describe_exit,
+    plan_threads,
     spawn,
     worker_env,
 )
@@ -163,6 +164,15 @@ class WorkerSupervisor:
         for path in (self._generation_model, self._embedding_model):
             if not path.is_file():
                 raise ModelNotFound(f"model file {path} does not exist")
+        plan = plan_threads(self._cfg.n_threads, self._cfg.cpu_quota_percent)
+        if plan.clamped:
+            log.warning(
+                "worker.threads_clamped",
+                configured=self._cfg.n_threads,
+                threads=plan.threads,
+                cores=plan.cores,
+                hint="more threads than usable cores only slow llama.cpp down",
+            )
         self._confinement = create_confinement(
             Limits.from_config(self._cfg),
             instance=self._instance,
@@ -175,8 +185,9 @@ class WorkerSupervisor:
                 model=self._generation_model,
                 embedding_model=self._embedding_model,
                 n_ctx=self._cfg.n_ctx,
-                n_threads=self._cfg.n_threads,
+                n_threads=plan.threads,
                 flash_attn=self._cfg.flash_attn,
+                prefix_reuse=self._cfg.prefix_reuse,
                 allow_test_ops=self._allow_test_ops,
                 confinement_args=self._confinement.child_args(),
             ),

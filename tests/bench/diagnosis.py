@@ -107,6 +107,7 @@ def run(
             "health.interval_s=0.25",
             "log.level=warning",
             "diagnosis.coalesce_window_s=2",
+            "answer_cache.enabled=false",  # the flood run repeats the idle run's questions
         ]
         ingest_demo(settings)
         stream = _events(events, CODES)

@@ -126,3 +126,11 @@ async def test_health_reports_the_live_worker(worker: WorkerSupervisor) -> None:
 async def test_test_ops_need_allow_test_ops(worker: WorkerSupervisor) -> None:
     with pytest.raises(PermissionError):
         await worker.call_test_op("sleep", s=0)
+
+
+async def test_prefix_reuse_evaluates_only_the_new_tail(worker: WorkerSupervisor) -> None:
+    await worker.generate(QUESTION, max_tokens=4, temperature=0.0)
+    other = [QUESTION[0], {"role": "user", "content": "What does a check valve do?"}]
+    gen = await worker.generate(other, max_tokens=4, temperature=0.0)
+    assert gen.prompt_eval_tokens is not None
+    assert gen.prompt_eval_tokens < gen.prompt_tokens  # the system prompt was not evaluated again
