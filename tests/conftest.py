@@ -85,6 +85,9 @@ def make_settings(tmp_path: Path, model_cache: Path, demo_kb_file: Path) -> Sett
             "mqtt": {"port": broker.port} if broker is not None else {"enabled": False},
             "worker": {"request_timeout_s": 120, "max_tokens": 48, "restart_backoff_s": 0.1},
             "health": {"interval_s": 0.5},
+            # Most tests count model runs per question and repeat the same texts; the answer
+            # cache would answer those from memory. Its own tests turn it on.
+            "answer_cache": {"enabled": False},
         }
         for key, value in merge_overrides(list(overrides)).items():
             if isinstance(value, dict) and isinstance(values.get(key), dict):

@@ -21,7 +21,7 @@ E205_LIKE = "What does alarm E205 on press P2 mean?"
 async def test_repeat_is_cached_with_the_original_sources_until_an_ingest(
     mosquitto: Mosquitto, make_settings: SettingsFactory, tmp_path: Path
 ) -> None:
-    settings = make_settings(mosquitto, "worker.max_tokens=24")
+    settings = make_settings(mosquitto, "worker.max_tokens=24", "answer_cache.enabled=true")
     async with GatewayRunner(settings) as gw, terminal(mosquitto.port, "t1") as t:
         assert gw.journal is not None
         first = (await t.wait_for(await t.ask(E203, qid="c-1"))).json

@@ -66,5 +66,9 @@ def write_gateway_config(directory: Path, settings: Settings, body: str) -> Path
     """`directory`/gw.toml for a daemon under test (`tests.daemon.Daemon`), on the data and
     cache directories of `settings` (from `make_settings`); `body` adds sections."""
     path = directory / "gw.toml"
-    path.write_text(f'data_dir = "{settings.data_dir}"\ncache_dir = "{settings.cache_dir}"\n{body}')
+    cache = "enabled = true" if settings.answer_cache.enabled else "enabled = false"
+    path.write_text(
+        f'data_dir = "{settings.data_dir}"\ncache_dir = "{settings.cache_dir}"\n{body}\n'
+        f"[answer_cache]\n{cache}\n"
+    )
     return path
