@@ -376,14 +376,21 @@ class QuestionService:
             terminal_id=entry.terminal_id,
             topic=entry.topic,
         )
+        self._refuse_journaled(
+            entry,
+            ErrorCode.RATE_LIMITED,
+            f"more than {self._limits.questions_per_minute:g} questions per minute "
+            f"(burst {self._limits.question_burst}) from this terminal; ask again shortly",
+        )
+
+    def _refuse_journaled(self, entry: JournalEntry, code: ErrorCode, message: str) -> None:
+        """A retryable refusal of a journaled question (state refused: the same id may come
+        again), sent from a task of its own."""
         payload = error_reply(
             terminal_id=entry.terminal_id,
             question_id=entry.question_id,
-            code=ErrorCode.RATE_LIMITED,
-            message=(
-                f"more than {self._limits.questions_per_minute:g} questions per minute "
-                f"(burst {self._limits.question_burst}) from this terminal; ask again shortly"
-            ),
+            code=code,
+            message=message,
             retryable=True,
         )
         self._background(self._deliver(entry, "error", payload, final=False))
@@ -404,14 +411,9 @@ class QuestionService:
                 terminal_id=entry.terminal_id,
                 queue_depth=self._queued,
             )
-            payload = error_reply(
-                terminal_id=entry.terminal_id,
-                question_id=entry.question_id,
-                code=ErrorCode.BUSY,
-                message=f"{self._queued} questions are waiting; ask again shortly",
-                retryable=True,
+            self._refuse_journaled(
+                entry, ErrorCode.BUSY, f"{self._queued} questions are waiting; ask again shortly"
             )
-            self._background(self._deliver(entry, "error", payload, final=False))
             return
         self._queued += 1
         self._work.put(Lane.QUESTION, functools.partial(self._answer_queued, entry))

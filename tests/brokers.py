@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_MOSQUITTO_CONF = REPO / "configs" / "mosquitto.conf"
@@ -32,7 +33,36 @@ def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout_s} s")
 
 
-class Mosquitto:
+class BrokerProcess:
+    """A broker run as a child process: `start()` (subclasses), stop (SIGTERM, or SIGKILL as a
+    crash would), and a context manager around both."""
+
+    proc: subprocess.Popen[bytes] | None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Mosquitto(BrokerProcess):
     """One mosquitto process running the shipped configuration, moved to a port and directory."""
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
@@ -61,31 +91,12 @@ class Mosquitto:
         self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], cwd=self.workdir)
         wait_for_port(self.port)
 
-    def stop(self, *, kill: bool = False) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def __enter__(self) -> Mosquitto:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 def running_as_root() -> bool:
     return os.geteuid() == 0
 
 
-class NatsServer:
+class NatsServer(BrokerProcess):
     """One nats-server process with JetStream on a free loopback port and its own store dir.
 
     `stop()` then `start()` restarts it on the same port and store, as an operator's restart
@@ -117,22 +128,3 @@ class NatsServer:
             argv += ["-js", "-sd", str(self.store)]
         self.proc = subprocess.Popen(argv, cwd=self.workdir)
         wait_for_port(self.port)
-
-    def stop(self, *, kill: bool = False) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def __enter__(self) -> NatsServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
