@@ -29,7 +29,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import api
 
-from adapters.base import Settle
+from gateway.bus import Settle
 from gateway.config import JetStreamConfig
 from gateway.logging import get_logger
 from models.errors import ErrorCode, ErrorReply
@@ -81,7 +81,7 @@ def consumer_mismatches(cfg: JetStreamConfig, actual: api.ConsumerConfig) -> lis
 
 def dead_letter_reply(terminal: str | None, payload: bytes, deliveries: int) -> ErrorReply | None:
     """The error the asker gets for a question no gateway could answer in MaxDeliver tries."""
-    from gateway.intake import is_identifier
+    from gateway.questions.intake import is_identifier
 
     if terminal is None or not is_identifier(terminal):
         return None

@@ -24,7 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from adapters.base import ROUTE_QUESTION, InboundMessage, MessageHandler, Subscription
+from gateway.bus import ROUTE_QUESTION, InboundMessage, MessageHandler, Subscription
 from gateway.config import MqttConfig
 from gateway.logging import get_logger
 from models.health import BusHealth

@@ -29,7 +29,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from adapters.base import (
+from gateway.bus import (
     ROUTE_QUESTION,
     InboundMessage,
     MessageHandler,

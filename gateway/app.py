@@ -7,33 +7,26 @@ import contextlib
 import itertools
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from adapters.base import ROUTE_QUESTION, BusAdapter, InboundMessage, MessageHandler, Subscription
 from adapters.mqtt import MqttAdapter
 from adapters.nats import NatsAdapter
-from gateway.answer_cache import AnswerCache
-from gateway.answering import Answerer, AnswerPolicy
-from gateway.bundled import default_generation_model
+from gateway.bus import ROUTE_QUESTION, BusAdapter, InboundMessage, MessageHandler, Subscription
 from gateway.config import Settings
 from gateway.diagnosis.pipeline import DiagnosisPolicy
 from gateway.diagnosis.service import DiagnosisAddress, DiagnosisService
 from gateway.executor import SerialExecutor
-from gateway.health import HealthReporter, LoopLagMonitor
-from gateway.journal import Journal
-from gateway.kb_live import LiveKnowledgeBase
 from gateway.logging import get_logger
-from gateway.metrics import Metrics
-from gateway.ops import Operations
-from gateway.rag.embedding_model import (
-    embedding_model_identity,
-    read_gguf_scalars,
-    resolve_embedding_model,
-)
-from gateway.rag.store import KnowledgeBase
-from gateway.scheduler import PriorityScheduler
-from gateway.service import QuestionService
+from gateway.ops.health import HealthReporter, LoopLagMonitor
+from gateway.ops.operations import Operations
+from gateway.questions.answer_cache import AnswerCache
+from gateway.questions.answering import Answerer, AnswerPolicy
+from gateway.questions.journal import Journal
+from gateway.questions.metrics import Metrics
+from gateway.questions.service import QuestionService
+from gateway.rag.live import LiveKnowledgeBase
+from gateway.rag.opening import generation_model_path, open_knowledge_base
+from gateway.worker.scheduler import PriorityScheduler
 from gateway.worker.supervisor import WorkerSupervisor
 from models.health import GatewayState, Status
 
@@ -49,30 +42,6 @@ def wildcard_subject(template: str) -> str:
     tokens = template.split(".")
     fixed = list(itertools.takewhile(lambda token: "{" not in token, tokens))
     return ".".join([*fixed, ">"]) if len(fixed) < len(tokens) else template
-
-
-def embedding_dim(path: Path) -> int:
-    with path.open("rb") as fh:
-        meta = read_gguf_scalars(fh)
-    value = meta.get(f"{meta.get('general.architecture', '')}.embedding_length")
-    if not isinstance(value, int):
-        raise ValueError(f"{path} does not declare an embedding length")
-    return value
-
-
-def generation_model_path(settings: Settings) -> Path:
-    return settings.worker.model_path or default_generation_model()
-
-
-def open_knowledge_base(settings: Settings) -> tuple[KnowledgeBase, Path]:
-    """Open (or create) the knowledge base for the configured embedding model."""
-    embedding_model = resolve_embedding_model(settings.kb, settings.cache_dir)
-    kb = KnowledgeBase.open(
-        settings.kb_path,
-        dim=embedding_dim(embedding_model),
-        embedding_identity=embedding_model_identity(embedding_model),
-    )
-    return kb, embedding_model
 
 
 class Gateway:

@@ -1,4 +1,9 @@
-"""Wire contracts: every message that crosses the bus, exported as JSON Schema for integrators."""
+"""Wire contracts: every message that crosses the bus, exported as JSON Schema for integrators.
+
+This room owns the pydantic models of questions, answers, errors, device events, diagnoses,
+status and health, and their JSON Schema export (schema.py). It imports only pydantic and the
+standard library: every other room may import it, it imports none of them.
+"""
 
 from models.answer import Answer, Latency, PartialAnswer, Source, Usage
 from models.base import SCHEMA_VERSION

@@ -29,9 +29,9 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def demo_kb_file(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Path:
     """The shipped demo knowledge base, ingested once per session (tests copy it)."""
-    from gateway.app import open_knowledge_base
     from gateway.rag.embedder import LlamaEmbedder
     from gateway.rag.ingest import ingest_paths
+    from gateway.rag.opening import open_knowledge_base
 
     data = tmp_path_factory.mktemp("kb")
     settings = Settings(data_dir=data, cache_dir=model_cache)

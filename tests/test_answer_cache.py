@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from gateway.answer_cache import AnswerCache, identifiers
-from gateway.streaming import PartialStream
+from gateway.questions.answer_cache import AnswerCache, identifiers
+from gateway.questions.streaming import PartialStream
 from models.answer import Answer, Latency, PartialAnswer, Source
 
 V1 = [1.0, 0.0, 0.0]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import kb_commands
+from gateway.cli import kb as kb_commands
 from tests.brokers import Mosquitto
 from tests.conftest import SettingsFactory
 from tests.harness import GatewayRunner, terminal

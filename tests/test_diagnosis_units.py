@@ -11,8 +11,8 @@ from gateway.diagnosis.board import AlarmBoard
 from gateway.diagnosis.cache import DiagnosisCache
 from gateway.diagnosis.coalescer import Coalescer, Offer
 from gateway.diagnosis.pipeline import mentions_code
-from gateway.ratelimit import RateLimiter
-from gateway.scheduler import Job, Lane, PriorityScheduler
+from gateway.questions.ratelimit import RateLimiter
+from gateway.worker.scheduler import Job, Lane, PriorityScheduler
 from models.device import DEVICE_EVENT_ADAPTER, AlarmRaised, Severity
 from models.diagnosis import Diagnosis, DiagnosisDraft, DiagnosisState
 

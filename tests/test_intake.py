@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gateway.intake import IntakeError, decode_question, json_depth, question_key
+from gateway.questions.intake import IntakeError, decode_question, json_depth, question_key
 from models.errors import ErrorCode
 from models.question import Question
 

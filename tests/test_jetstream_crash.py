@@ -4,7 +4,7 @@ answers a question twice with the model.
 The gateway runs as an operator runs it (`python -m gateway.cli ... run`). Questions it held
 unacknowledged when it died are redelivered by the server after AckWait; the restarted gateway
 releases its own pending journal rows to the broker, so they are answered once, from the
-redelivery. The journal's `model_runs` per id is read back with `gateway.journal.Journal`.
+redelivery. The journal's `model_runs` per id is read back with `gateway.questions.journal.Journal`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.journal import Journal
+from gateway.questions.journal import Journal
 from tests.brokers import NatsServer
 from tests.conftest import SettingsFactory
 from tests.nats_terminal import nats_terminal

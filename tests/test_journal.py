@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from gateway.journal import Journal, JournalEntry, QuestionState, RecordOutcome
+from gateway.questions.journal import Journal, JournalEntry, QuestionState, RecordOutcome
 
 
 def entry(qid: str, terminal: str = "t1") -> JournalEntry:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import open_knowledge_base
 from gateway.bundled import default_generation_model
 from gateway.cli import main
 from gateway.config import Settings
 from gateway.rag.chunking import Chunk
 from gateway.rag.embedder import LlamaEmbedder
+from gateway.rag.opening import open_knowledge_base
 from gateway.rag.store import DocumentRecord
 
 pytestmark = pytest.mark.slow

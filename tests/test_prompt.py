@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from gateway.prompt import CLOSE_FENCE, ContextChunk, build_messages
+from gateway.questions.prompt import CLOSE_FENCE, ContextChunk, build_messages
 
 
 def test_excerpts_are_numbered_and_fenced() -> None:

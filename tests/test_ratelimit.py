@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.ratelimit import RateLimiter
+from gateway.questions.ratelimit import RateLimiter
 
 
 def refusing(per_minute: float, burst: int, max_keys: int = 100) -> RateLimiter:

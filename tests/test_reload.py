@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import SecretStr
 
 from gateway.config import Settings
-from gateway.reload import RELOADABLE, diff, effective
+from gateway.ops.reload import RELOADABLE, diff, effective
 
 
 def test_diff_lists_changed_keys_and_compares_secrets_by_value() -> None:

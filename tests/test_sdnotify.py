@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.sdnotify import Notifier, Phase, SystemdAgent, watchdog_interval_s
+from gateway.ops.sdnotify import Notifier, Phase, SystemdAgent, watchdog_interval_s
 
 
 @pytest.fixture

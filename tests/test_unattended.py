@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Settings
-from gateway.ops import TEST_STALL_S
+from gateway.ops.operations import TEST_STALL_S
 from tests.brokers import Mosquitto
 from tests.conftest import SettingsFactory
 from tests.daemon import Daemon

@@ -20,9 +20,10 @@ from typing import Literal, Protocol
 
 from pydantic import ValidationError
 
-from gateway.answering import GenerationResult, Search, SearchHit, to_source
 from gateway.logging import get_logger
-from gateway.prompt import ContextChunk, render_excerpt
+from gateway.questions.answering import GenerationResult, to_source
+from gateway.questions.prompt import ContextChunk, render_excerpt
+from gateway.rag.search import Search, SearchHit
 from models.answer import Source
 from models.device import Severity
 from models.diagnosis import Diagnosis, DiagnosisDraft, DiagnosisState

@@ -20,8 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from adapters.base import BusAdapter, InboundMessage
-from gateway.answering import Search
+from gateway.bus import BusAdapter, InboundMessage
 from gateway.config import DiagnosisConfig
 from gateway.diagnosis.board import AlarmBoard
 from gateway.diagnosis.cache import DiagnosisCache
@@ -37,10 +36,11 @@ from gateway.diagnosis.pipeline import (
     to_diagnosis,
 )
 from gateway.errors import GatewayError
-from gateway.intake import is_identifier
 from gateway.logging import get_logger
-from gateway.ratelimit import RateLimiter
-from gateway.scheduler import Lane, PriorityScheduler
+from gateway.questions.intake import is_identifier
+from gateway.questions.ratelimit import RateLimiter
+from gateway.rag.search import Search
+from gateway.worker.scheduler import Lane, PriorityScheduler
 from models.device import DEVICE_EVENT_ADAPTER, AlarmCleared, Severity
 from models.diagnosis import Diagnosis, DiagnosisState
 from models.health import DiagnosisCounters

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 
-from gateway.rag.loaders import Block, LoadedDocument
+from gateway.rag.documents import Block, LoadedDocument
 
 SECTION_SEPARATOR = " > "
 MAX_SECTION_CHARS = 256  # models.answer.Source.section is a ShortText (<= 256 characters)

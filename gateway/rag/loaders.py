@@ -13,14 +13,19 @@ import csv
 import io
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
-from typing import Literal
 
+from gateway.rag.documents import (
+    Block,
+    DocumentKind,
+    HeadingStack,
+    LoadedDocument,
+    clean,
+    decode_text,
+    split_title,
+)
 from gateway.rag.errors import UnreadableDocument, UnsupportedDocument
-
-DocumentKind = Literal["markdown", "text", "pdf", "html", "csv"]
+from gateway.rag.html_loader import load_html
 
 EXTENSIONS: Mapping[str, DocumentKind] = {
     ".md": "markdown",
@@ -32,30 +37,6 @@ EXTENSIONS: Mapping[str, DocumentKind] = {
     ".htm": "html",
     ".csv": "csv",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Block:
-    """A paragraph-sized piece of text with its place in the document.
-
-    `atomic` blocks (CSV records) become exactly one chunk: a maintenance record cut in two
-    would lose the link between its alarm, its action and its parts.
-    """
-
-    text: str
-    headings: tuple[str, ...] = ()
-    page: int | None = None
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    atomic: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class LoadedDocument:
-    path: Path
-    kind: DocumentKind
-    title: str
-    blocks: tuple[Block, ...]
-    warnings: tuple[str, ...] = ()
 
 
 def is_supported(path: Path) -> bool:
@@ -82,65 +63,6 @@ def load_document(path: Path, data: bytes | None = None) -> LoadedDocument:
     return doc
 
 
-# --- text decoding ------------------------------------------------------------------------------
-
-
-def _decode(path: Path, data: bytes, warnings: list[str]) -> str:
-    """UTF-8 (with or without BOM), else Windows-1252 with a warning; binary data is refused."""
-    if b"\x00" in data[:8192]:
-        raise UnreadableDocument("looks like a binary file (NUL bytes), not text", path=path)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        warnings.append(f"not valid UTF-8 (byte {exc.start}); decoded as Windows-1252")
-        text = data.decode("cp1252", errors="replace")
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
-def _clean(text: str) -> str:
-    """Collapse runs of spaces and tabs (not newlines) and strip the ends."""
-    return re.sub(r"[ \t\f\v\u00a0]+", " ", text).strip()
-
-
-def _split_title(
-    blocks: list[Block], levels: Mapping[str, int], path: Path
-) -> tuple[str, list[Block]]:
-    """Use a single top-level heading as the document title and drop it from heading paths.
-
-    Every section of a manual sits under its H1; repeating "Press P2 manual" in every section
-    path adds noise to citations, and the title is stored with the document anyway.
-    """
-    tops = {b.headings[0] for b in blocks if b.headings and levels.get(b.headings[0]) == 1}
-    if len(tops) == 1:
-        title = next(iter(tops))
-        stripped = [
-            Block(b.text, b.headings[1:], b.page, b.metadata, b.atomic)
-            if b.headings and b.headings[0] == title
-            else b
-            for b in blocks
-        ]
-        return title, stripped
-    return path.stem, blocks
-
-
-class _HeadingStack:
-    """Tracks the current heading path as headings of various levels arrive."""
-
-    def __init__(self) -> None:
-        self._stack: list[tuple[int, str]] = []
-        self.levels: dict[str, int] = {}
-
-    def push(self, level: int, title: str) -> None:
-        while self._stack and self._stack[-1][0] >= level:
-            self._stack.pop()
-        self._stack.append((level, title))
-        self.levels.setdefault(title, level)
-
-    @property
-    def path(self) -> tuple[str, ...]:
-        return tuple(title for _, title in self._stack)
-
-
 # --- Markdown and plain text ---------------------------------------------------------------------
 
 _ATX = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
@@ -150,8 +72,8 @@ _SETEXT = re.compile(r"^(=+|-+)[ \t]*$")
 
 def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
     warnings: list[str] = []
-    lines = _decode(path, data, warnings).split("\n")
-    stack = _HeadingStack()
+    lines = decode_text(path, data, warnings).split("\n")
+    stack = HeadingStack()
     blocks: list[Block] = []
     para: list[str] = []
     in_fence = False
@@ -177,12 +99,12 @@ def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
         atx = _ATX.match(line)
         if atx:
             flush()
-            stack.push(len(atx.group(1)), _clean(atx.group(2)))
+            stack.push(len(atx.group(1)), clean(atx.group(2)))
             continue
         nxt = lines[i + 1] if i + 1 < len(lines) else ""
         if line.strip() and not para and _SETEXT.match(nxt) and not _is_list_or_table(line):
             # Setext heading: a single line underlined by === (level 1) or --- (level 2).
-            stack.push(1 if nxt.lstrip().startswith("=") else 2, _clean(line))
+            stack.push(1 if nxt.lstrip().startswith("=") else 2, clean(line))
             skip_next = True
             continue
         if not line.strip():
@@ -190,7 +112,7 @@ def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
             continue
         para.append(line.rstrip())
     flush()
-    title, blocks = _split_title(blocks, stack.levels, path)
+    title, blocks = split_title(blocks, stack.levels, path)
     return LoadedDocument(path, "markdown", title, tuple(blocks), tuple(warnings))
 
 
@@ -207,8 +129,8 @@ def _load_text(path: Path, data: bytes) -> LoadedDocument:
     Plant notes are often typed in a text editor with exactly these conventions.
     """
     warnings: list[str] = []
-    lines = _decode(path, data, warnings).split("\n")
-    stack = _HeadingStack()
+    lines = decode_text(path, data, warnings).split("\n")
+    stack = HeadingStack()
     blocks: list[Block] = []
     para: list[str] = []
     skip_next = False
@@ -228,7 +150,7 @@ def _load_text(path: Path, data: bytes) -> LoadedDocument:
         prev_blank = i == 0 or not lines[i - 1].strip()
         if stripped and not para and _SETEXT.match(nxt) and len(nxt) >= 3:
             flush()
-            stack.push(1 if nxt.startswith("=") else 2, _clean(stripped.rstrip(":")))
+            stack.push(1 if nxt.startswith("=") else 2, clean(stripped.rstrip(":")))
             skip_next = True
             continue
         is_caps = (
@@ -239,14 +161,14 @@ def _load_text(path: Path, data: bytes) -> LoadedDocument:
         )
         if is_caps:
             flush()
-            stack.push(3, _clean(stripped.rstrip(":")))
+            stack.push(3, clean(stripped.rstrip(":")))
             continue
         if not stripped:
             flush()
             continue
         para.append(line.rstrip())
     flush()
-    title, blocks = _split_title(blocks, stack.levels, path)
+    title, blocks = split_title(blocks, stack.levels, path)
     return LoadedDocument(path, "text", title, tuple(blocks), tuple(warnings))
 
 
@@ -267,10 +189,10 @@ def _load_pdf(path: Path, data: bytes) -> LoadedDocument:
         title = ""
         meta = reader.metadata
         if meta is not None and meta.title:
-            title = _clean(str(meta.title))
+            title = clean(str(meta.title))
         for number, page in enumerate(reader.pages, start=1):
             text = (page.extract_text() or "").replace("\r\n", "\n").replace("\r", "\n")
-            paragraphs = [_clean(p) for p in re.split(r"\n\s*\n", text)]
+            paragraphs = [clean(p) for p in re.split(r"\n\s*\n", text)]
             paragraphs = [p for p in paragraphs if p]
             if not paragraphs:
                 warnings.append(f"page {number} has no extractable text (scanned image?)")
@@ -280,136 +202,6 @@ def _load_pdf(path: Path, data: bytes) -> LoadedDocument:
     except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
         raise UnreadableDocument(f"cannot parse PDF: {exc}", path=path) from exc
     return LoadedDocument(path, "pdf", title or path.stem, tuple(blocks), tuple(warnings))
-
-
-# --- HTML ---------------------------------------------------------------------------------------
-
-_BLOCK_TAGS = frozenset(
-    {
-        "p", "div", "section", "article", "main", "header", "footer", "aside", "nav", "ul", "ol",
-        "li", "dl", "dt", "dd", "table", "thead", "tbody", "tr", "blockquote", "pre", "figure",
-        "figcaption", "form", "fieldset", "address", "hr", "body",
-    }
-)  # fmt: skip
-_DROPPED_TAGS = frozenset({"script", "style", "noscript", "template", "svg", "head"})
-_HEADINGS = {f"h{n}": n for n in range(1, 7)}
-
-
-class _HtmlBlocks(HTMLParser):
-    """Flattens HTML into paragraphs under the h1-h6 structure; scripts and styles are dropped."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.stack = _HeadingStack()
-        self.blocks: list[Block] = []
-        self.title = ""
-        self._text: list[str] = []
-        self._heading: list[str] | None = None
-        self._heading_level = 0
-        self._dropped = 0
-        self._in_title = False
-        self._pre = 0
-        self._cells: list[str] | None = None
-        self._lists: list[int | None] = []  # item counter of each open <ol>, None for <ul>
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _DROPPED_TAGS:
-            self._dropped += 1
-            return
-        if tag == "title":
-            self._in_title = True
-        elif tag in _HEADINGS:
-            self._flush()
-            self._heading, self._heading_level = [], _HEADINGS[tag]
-        elif tag == "br":
-            self._emit("\n")
-        elif tag == "li":
-            self._flush()
-            if self._lists and self._lists[-1] is not None:
-                self._lists[-1] += 1
-                self._emit(f"{self._lists[-1]}. ")
-            else:
-                self._emit("- ")
-        elif tag in {"ol", "ul"}:
-            self._flush()
-            self._lists.append(0 if tag == "ol" else None)
-        elif tag == "tr":
-            self._flush()
-            self._cells = []
-        elif tag in {"td", "th"} and self._cells is not None:
-            self._cells.append("")
-        elif tag in _BLOCK_TAGS:
-            self._flush()
-            if tag == "pre":
-                self._pre += 1
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _DROPPED_TAGS:
-            self._dropped = max(0, self._dropped - 1)
-            return
-        if tag == "title":
-            self._in_title = False
-        elif tag in _HEADINGS and self._heading is not None:
-            text = _clean(" ".join(self._heading))
-            self._heading = None
-            if text:
-                self.stack.push(self._heading_level, text)
-        elif tag in {"ol", "ul"}:
-            self._flush()
-            if self._lists:
-                self._lists.pop()
-        elif tag == "tr" and self._cells is not None:
-            row = " | ".join(_clean(c) for c in self._cells if _clean(c))
-            self._cells = None
-            if row:
-                self._text.append(row)
-                self._flush()
-        elif tag in _BLOCK_TAGS:
-            self._flush()
-            if tag == "pre":
-                self._pre = max(0, self._pre - 1)
-
-    def handle_data(self, data: str) -> None:
-        if self._dropped:
-            return
-        if self._in_title:
-            self.title += data
-        else:
-            self._emit(data)
-
-    def _emit(self, data: str) -> None:
-        if self._heading is not None:
-            self._heading.append(data)
-        elif self._cells is not None and self._cells:
-            self._cells[-1] += data
-        else:
-            self._text.append(data)
-
-    def _flush(self) -> None:
-        raw = "".join(self._text)
-        self._text.clear()
-        if self._pre:
-            text = raw.strip("\n")
-        else:
-            lines = (_clean(line) for line in raw.split("\n"))
-            text = "\n".join(line for line in lines if line)
-        if text.strip() and not re.fullmatch(r"-|\d+\.", text.strip()):
-            self.blocks.append(Block(text, self.stack.path))
-
-    def close(self) -> None:
-        super().close()
-        self._flush()
-
-
-def _load_html(path: Path, data: bytes) -> LoadedDocument:
-    warnings: list[str] = []
-    parser = _HtmlBlocks()
-    parser.feed(_decode(path, data, warnings))
-    parser.close()
-    title, blocks = _split_title(parser.blocks, parser.stack.levels, path)
-    if title == path.stem and parser.title.strip():
-        title = _clean(parser.title)
-    return LoadedDocument(path, "html", title, tuple(blocks), tuple(warnings))
 
 
 # --- CSV ----------------------------------------------------------------------------------------
@@ -425,7 +217,7 @@ def _load_csv(path: Path, data: bytes) -> LoadedDocument:
     The section is a record key (date / machine / row N) so a citation points at one record.
     """
     warnings: list[str] = []
-    text = _decode(path, data, warnings)
+    text = decode_text(path, data, warnings)
     sample = text[:8192]
     dialect: type[csv.Dialect] | csv.Dialect
     try:
@@ -443,14 +235,14 @@ def _load_csv(path: Path, data: bytes) -> LoadedDocument:
     rows = [r for r in rows if any(cell.strip() for cell in r)]
     if len(rows) < 2:
         raise UnreadableDocument("CSV needs a header row and at least one record", path=path)
-    header = [_clean(h) or f"column {i + 1}" for i, h in enumerate(rows[0])]
+    header = [clean(h) or f"column {i + 1}" for i, h in enumerate(rows[0])]
     date_col = _find_column(header, _DATE_COLUMNS)
     machine_col = _find_column(header, _MACHINE_COLUMNS)
     blocks: list[Block] = []
     for number, row in enumerate(rows[1:], start=1):
         if len(row) != len(header):
             warnings.append(f"row {number} has {len(row)} fields, header has {len(header)}")
-        values = [_clean(v) for v in row]
+        values = [clean(v) for v in row]
         meta: dict[str, str] = {}
         for i, value in enumerate(values):
             name = header[i] if i < len(header) else f"extra {i - len(header) + 1}"
@@ -484,6 +276,6 @@ _LOADERS: Mapping[DocumentKind, Callable[[Path, bytes], LoadedDocument]] = {
     "markdown": _load_markdown,
     "text": _load_text,
     "pdf": _load_pdf,
-    "html": _load_html,
+    "html": load_html,
     "csv": _load_csv,
 }

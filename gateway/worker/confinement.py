@@ -27,6 +27,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from gateway.logging import get_logger
+from gateway.worker.cgroupfs import (
+    ConfinementError,
+    int_or_none,
+    maybe_v1_group,
+    own_v1_group,
+    own_v2_group,
+    read_file,
+    read_keyed,
+    rmdir,
+    write_file,
+)
 
 if TYPE_CHECKING:
     from gateway.config import WorkerConfig
@@ -41,12 +52,7 @@ DEFAULT_PIDS_MAX = 256
 only stops a runaway, never a normal worker."""
 _CPU_PERIOD_US = 100_000
 _MEMORY_HIGH_FRACTION = 0.9
-_PROC = Path("/proc")
 _group_counter = itertools.count(1)
-
-
-class ConfinementError(Exception):
-    """A confinement that was explicitly asked for cannot be set up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +119,11 @@ class CgroupV2Confinement(Confinement):
         return ["--join-cgroup", str(self.path / "cgroup.procs")]
 
     def memory_limit_bytes(self, pid: int | None) -> int | None:
-        value = _read(self.path / "memory.max")
-        return None if value in (None, "max") else _int_or_none(value)
+        value = read_file(self.path / "memory.max")
+        return None if value in (None, "max") else int_or_none(value)
 
     def memory_events(self) -> MemoryEvents:
-        fields = _read_keyed(self.path / "memory.events")
+        fields = read_keyed(self.path / "memory.events")
         if fields:
             self._last_events = MemoryEvents(
                 oom_kills=fields.get("oom_kill", 0), limit_hits=fields.get("max", 0)
@@ -126,7 +132,7 @@ class CgroupV2Confinement(Confinement):
 
     def close(self) -> None:
         self.memory_events()
-        _rmdir(self.path)
+        rmdir(self.path)
 
     def describe(self) -> str:
         return f"cgroup-v2:{self.path}"
@@ -136,33 +142,33 @@ def _setup_v2(
     parent: Path, name: str, limits: Limits, *, own_group: bool = False
 ) -> CgroupV2Confinement:
     """A child group of `parent` with memory (and cpu, pids if delegated) limits."""
-    controllers = (_read(parent / "cgroup.controllers") or "").split()
+    controllers = (read_file(parent / "cgroup.controllers") or "").split()
     if "memory" not in controllers:
         raise ConfinementError(f"{parent}: memory controller not delegated ({controllers})")
     wanted = [c for c in ("memory", "cpu", "pids") if c in controllers]
-    enabled = (_read(parent / "cgroup.subtree_control") or "").split()
+    enabled = (read_file(parent / "cgroup.subtree_control") or "").split()
     missing = [c for c in wanted if c not in enabled]
     if missing and own_group:
         _leave_for_leaf(parent)
     if missing:
         # Fails with EBUSY when `parent` holds processes (the "no internal processes" rule): then
         # it is not a delegated subtree we may use.
-        _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+        write_file(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
     path = parent / name
     path.mkdir()
     try:
-        _write(path / "memory.max", str(limits.memory_bytes))
+        write_file(path / "memory.max", str(limits.memory_bytes))
         high = int(limits.memory_bytes * _MEMORY_HIGH_FRACTION)
-        _write(path / "memory.high", str(high))
+        write_file(path / "memory.high", str(high))
         if (path / "memory.swap.max").exists():
-            _write(path / "memory.swap.max", "0")
+            write_file(path / "memory.swap.max", "0")
         if limits.cpu_quota_percent and (path / "cpu.max").exists():
             quota = _CPU_PERIOD_US * limits.cpu_quota_percent // 100
-            _write(path / "cpu.max", f"{quota} {_CPU_PERIOD_US}")
+            write_file(path / "cpu.max", f"{quota} {_CPU_PERIOD_US}")
         if (path / "pids.max").exists():
-            _write(path / "pids.max", str(limits.pids_max))
+            write_file(path / "pids.max", str(limits.pids_max))
     except OSError:
-        _rmdir(path)
+        rmdir(path)
         raise
     return CgroupV2Confinement(path)
 
@@ -180,12 +186,12 @@ def _leave_for_leaf(group: Path) -> None:
     so the gateway does it: leaf for itself, sibling groups for the worker. Only when this
     process is the group's only member: anyone else's processes are not ours to move.
     """
-    members = {int(p) for p in (_read(group / "cgroup.procs") or "").split() if p.isdigit()}
+    members = {int(p) for p in (read_file(group / "cgroup.procs") or "").split() if p.isdigit()}
     if members != {os.getpid()}:
         return
     leaf = group / GATEWAY_LEAF
     leaf.mkdir(exist_ok=True)
-    _write(leaf / "cgroup.procs", str(os.getpid()))
+    write_file(leaf / "cgroup.procs", str(os.getpid()))
     log.info("worker.cgroup_leaf", moved_to=str(leaf), reason="delegated group needs a leaf")
 
 
@@ -212,11 +218,11 @@ class CgroupV1Confinement(Confinement):
         return args
 
     def memory_limit_bytes(self, pid: int | None) -> int | None:
-        return _int_or_none(_read(self.memory_path / "memory.limit_in_bytes"))
+        return int_or_none(read_file(self.memory_path / "memory.limit_in_bytes"))
 
     def memory_events(self) -> MemoryEvents:
-        fields = _read_keyed(self.memory_path / "memory.oom_control")
-        failcnt = _int_or_none(_read(self.memory_path / "memory.failcnt"))
+        fields = read_keyed(self.memory_path / "memory.oom_control")
+        failcnt = int_or_none(read_file(self.memory_path / "memory.failcnt"))
         if fields or failcnt is not None:
             self._last_events = MemoryEvents(
                 oom_kills=fields.get("oom_kill", 0), limit_hits=failcnt or 0
@@ -226,7 +232,7 @@ class CgroupV1Confinement(Confinement):
     def close(self) -> None:
         self.memory_events()
         for path in self.paths:
-            _rmdir(path)
+            rmdir(path)
 
     def describe(self) -> str:
         return f"cgroup-v1:{self.memory_path}"
@@ -241,14 +247,14 @@ def _setup_v1(
     memory = memory_parent / name
     memory.mkdir()
     try:
-        _write(memory / "memory.limit_in_bytes", str(limits.memory_bytes))
+        write_file(memory / "memory.limit_in_bytes", str(limits.memory_bytes))
         # No swap: memory+swap equals memory. Must follow limit_in_bytes (memsw >= limit).
         if (memory / "memory.memsw.limit_in_bytes").exists():
-            _write(memory / "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
+            write_file(memory / "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
         with contextlib.suppress(OSError):
-            _write(memory / "memory.swappiness", "0")
+            write_file(memory / "memory.swappiness", "0")
     except OSError:
-        _rmdir(memory)
+        rmdir(memory)
         raise
     others: list[Path] = []
     for parent in other_parents:
@@ -257,14 +263,14 @@ def _setup_v1(
             group.mkdir()
             if (group / "cpu.cfs_quota_us").exists():
                 if limits.cpu_quota_percent:
-                    _write(group / "cpu.cfs_period_us", str(_CPU_PERIOD_US))
+                    write_file(group / "cpu.cfs_period_us", str(_CPU_PERIOD_US))
                     quota = _CPU_PERIOD_US * limits.cpu_quota_percent // 100
-                    _write(group / "cpu.cfs_quota_us", str(quota))
+                    write_file(group / "cpu.cfs_quota_us", str(quota))
             elif (group / "pids.max").exists():
-                _write(group / "pids.max", str(limits.pids_max))
+                write_file(group / "pids.max", str(limits.pids_max))
             others.append(group)
         except OSError as exc:
-            _rmdir(group)
+            rmdir(group)
             log.debug("worker.confinement_partial", hierarchy=str(parent), error=str(exc))
     return CgroupV1Confinement(memory, others)
 
@@ -328,14 +334,14 @@ def create_confinement(
     if choice in ("auto", "cgroup-v2"):
         try:
             if cgroup_parent is None:
-                return _setup_v2(_own_v2_group(), name, limits, own_group=True)
+                return _setup_v2(own_v2_group(), name, limits, own_group=True)
             return _setup_v2(cgroup_parent, name, limits)
         except (ConfinementError, OSError) as exc:
             reasons["cgroup-v2"] = str(exc)
     if choice in ("auto", "cgroup-v1"):
         try:
-            memory_parent = cgroup_parent or _own_v1_group("memory")
-            others = [p for p in (_maybe_v1_group("cpu"), _maybe_v1_group("pids")) if p]
+            memory_parent = cgroup_parent or own_v1_group("memory")
+            others = [p for p in (maybe_v1_group("cpu"), maybe_v1_group("pids")) if p]
             return _setup_v1(memory_parent, others, name, limits)
         except (ConfinementError, OSError) as exc:
             reasons["cgroup-v1"] = str(exc)
@@ -351,106 +357,3 @@ def create_confinement(
     if choice == "none":
         return NoConfinement()
     raise ConfinementError(f"{choice} confinement is not available: {reasons}")
-
-
-def _own_v2_group() -> Path:
-    """The unified-hierarchy directory of this process (where a delegated subtree starts)."""
-    mount = _mount_point("cgroup2", None)
-    own = _own_cgroup_path(None)
-    if mount is None or own is None:
-        raise ConfinementError("no cgroup2 mount or membership")
-    return _join(mount, own)
-
-
-def _own_v1_group(controller: str) -> Path:
-    mount = _mount_point("cgroup", controller)
-    own = _own_cgroup_path(controller)
-    if mount is None or own is None:
-        raise ConfinementError(f"no cgroup v1 {controller} hierarchy")
-    return _join(mount, own)
-
-
-def _maybe_v1_group(controller: str) -> Path | None:
-    try:
-        parent = _own_v1_group(controller)
-    except ConfinementError:
-        return None
-    return parent if os.access(parent, os.W_OK) else None
-
-
-def _mount_point(fstype: str, controller: str | None) -> tuple[Path, str] | None:
-    """(mount point, root inside the hierarchy) of the cgroup filesystem holding `controller`."""
-    text = _read(_PROC / "self" / "mountinfo") or ""
-    for line in text.splitlines():
-        left, _, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if len(fields) < 5 or len(tail) < 3 or tail[0] != fstype:
-            continue
-        if controller is not None and controller not in tail[2].split(","):
-            continue
-        return Path(fields[4]), fields[3]
-    return None
-
-
-def _own_cgroup_path(controller: str | None) -> str | None:
-    """Our path in a hierarchy, from /proc/self/cgroup (`0::/x` for v2, `4:memory:/x` for v1)."""
-    for line in (_read(_PROC / "self" / "cgroup") or "").splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        if controller is None and parts[0] == "0" and parts[1] == "":
-            return parts[2]
-        if controller is not None and controller in parts[1].split(","):
-            return parts[2]
-    return None
-
-
-def _join(mount: tuple[Path, str], own: str) -> Path:
-    point, root = mount
-    rel = own
-    if root != "/" and (own == root or own.startswith(root + "/")):
-        rel = own[len(root) :]
-    return point / rel.lstrip("/")
-
-
-# ---------------------------------------------------------------------------------------------
-# Files
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
-
-
-def _write(path: Path, value: str) -> None:
-    with path.open("w") as fh:
-        fh.write(value)
-
-
-def _read_keyed(path: Path) -> dict[str, int]:
-    """`key value` lines (memory.events, memory.oom_control) as a dict."""
-    result: dict[str, int] = {}
-    for line in (_read(path) or "").splitlines():
-        key, _, value = line.partition(" ")
-        number = _int_or_none(value)
-        if number is not None:
-            result[key] = number
-    return result
-
-
-def _int_or_none(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _rmdir(path: Path) -> None:
-    try:
-        path.rmdir()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("worker.cgroup_cleanup_failed", path=str(path), error=str(exc))

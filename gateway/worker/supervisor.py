@@ -19,94 +19,58 @@ and the only synchronous I/O is reading a few small cgroup and /proc files.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import itertools
-import signal
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
-import numpy as np
 import psutil
-from pydantic import BaseModel, ValidationError
 
 from gateway.config import WorkerConfig
 from gateway.errors import (
-    ContextOverflow,
-    ModelNotFound,
     WorkerCrashed,
-    WorkerError,
     WorkerOOMKilled,
     WorkerTimeout,
     WorkerUnavailable,
 )
 from gateway.logging import get_logger
+from gateway.worker.client import WorkerClient
 from gateway.worker.confinement import (
     Confinement,
     ConfinementChoice,
-    Limits,
     NoConfinement,
-    create_confinement,
 )
 from gateway.worker.exits import EXIT_OUT_OF_MEMORY
+from gateway.worker.launch import plan_launch
 from gateway.worker.process import (
     SpawnSpec,
     StartFailed,
     WorkerProcess,
-    build_argv,
     describe_exit,
-    plan_threads,
     spawn,
-    worker_env,
 )
 from gateway.worker.protocol import (
-    REQUEST_ADAPTER,
-    ChatMessage,
     ConnectionClosed,
-    CountTokensRequest,
-    DoneEvent,
-    EmbedReply,
-    EmbedRequest,
     ErrorReply,
-    GenerateRequest,
-    PingRequest,
-    PongReply,
-    ProbeReply,
     ProtocolError,
     Reply,
     Request,
-    TokenCountReply,
     TokenEvent,
     encode_frame,
 )
+from gateway.worker.replies import error_from_reply
+from gateway.worker.restarts import MAX_BACKOFF_S, RestartBudget, died_of_oom
 from models.health import WorkerHealth
 
 log = get_logger(__name__)
 
 SupervisorState = Literal["starting", "ready", "restarting", "failed", "stopped"]
-_MAX_BACKOFF_S = 30.0
 _REAP_TIMEOUT_S = 5.0
-_R = TypeVar("_R", bound=BaseModel)
 
 
-@dataclass(frozen=True, slots=True)
-class Generation:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    prompt_ms: float
-    generate_ms: float
-    model: str
-    prompt_eval_tokens: int | None = None
-    """Prompt tokens actually evaluated; fewer than prompt_tokens when a KV prefix was reused."""
-    finish_reason: Literal["stop", "length"] = "stop"
-
-
-class WorkerSupervisor:
+class WorkerSupervisor(WorkerClient):
     def __init__(
         self,
         cfg: WorkerConfig,
@@ -120,14 +84,18 @@ class WorkerSupervisor:
         embed_batch: int = 64,
         python: str = sys.executable,
     ) -> None:
+        super().__init__(
+            request_timeout_s=cfg.request_timeout_s,
+            embed_batch=embed_batch,
+            model_name=generation_model.name.removesuffix(".gguf"),
+            allow_test_ops=allow_test_ops,
+        )
         self._cfg = cfg
         self._generation_model = generation_model
         self._embedding_model = embedding_model
         self._instance = instance
-        self._allow_test_ops = allow_test_ops
         self._confinement_choice: ConfinementChoice = confinement
         self._stop_grace_s = stop_grace_s
-        self._embed_batch = max(1, embed_batch)
         self._python = python
 
         self._state: SupervisorState = "stopped"
@@ -137,14 +105,15 @@ class WorkerSupervisor:
         self._lock = asyncio.Lock()
         self._settled = asyncio.Event()  # set whenever the state is not starting/restarting
         self._settled.set()
-        self._ids = itertools.count(1)
-        self._restart_times: list[float] = []
+        self._budget = RestartBudget(
+            budget=cfg.restart_budget,
+            window_s=cfg.restart_window_s,
+            backoff_s=cfg.restart_backoff_s,
+        )
         self._restarts = 0
         self._oom_deaths = 0
-        self._failed_at: float | None = None
         self._restart_task: asyncio.Task[None] | None = None
         self._watchers: set[asyncio.Task[None]] = set()
-        self._model_name = generation_model.name.removesuffix(".gguf")
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -161,40 +130,17 @@ class WorkerSupervisor:
         """Confine, spawn, and wait for `ready` (WorkerUnavailable if it does not come)."""
         if self._state != "stopped":
             raise RuntimeError(f"supervisor is {self._state}, not stopped")
-        for path in (self._generation_model, self._embedding_model):
-            if not path.is_file():
-                raise ModelNotFound(f"model file {path} does not exist")
-        plan = plan_threads(self._cfg.n_threads, self._cfg.cpu_quota_percent)
-        if plan.clamped:
-            log.warning(
-                "worker.threads_clamped",
-                configured=self._cfg.n_threads,
-                threads=plan.threads,
-                cores=plan.cores,
-                hint="more threads than usable cores only slow llama.cpp down",
-            )
-        self._confinement = create_confinement(
-            Limits.from_config(self._cfg),
+        launch = plan_launch(
+            self._cfg,
+            generation_model=self._generation_model,
+            embedding_model=self._embedding_model,
             instance=self._instance,
-            cgroup_parent=self._cfg.cgroup_parent,
-            choice=self._confinement_choice,
+            python=self._python,
+            confinement=self._confinement_choice,
+            allow_test_ops=self._allow_test_ops,
         )
-        self._spec = SpawnSpec(
-            argv=build_argv(
-                python=self._python,
-                model=self._generation_model,
-                embedding_model=self._embedding_model,
-                n_ctx=self._cfg.n_ctx,
-                n_threads=plan.threads,
-                flash_attn=self._cfg.flash_attn,
-                prefix_reuse=self._cfg.prefix_reuse,
-                allow_test_ops=self._allow_test_ops,
-                confinement_args=self._confinement.child_args(),
-            ),
-            env=worker_env(self._confinement.child_env()),
-            start_timeout_s=self._cfg.start_timeout_s,
-        )
-        self._restart_times.clear()
+        self._confinement, self._spec = launch.confinement, launch.spec
+        self._budget.reset()
         self._set_state("starting")
         try:
             await self._spawn()
@@ -218,81 +164,6 @@ class WorkerSupervisor:
             task.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
         self._confinement.close()
-
-    # -- requests ---------------------------------------------------------------------------
-
-    async def ping(self) -> int:
-        """The worker's pid, after a round trip."""
-        reply = await self._call(PingRequest(id=self._next_id()), timeout_s=self._timeout(None))
-        return _expect(reply, PongReply).pid
-
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """L2-normalised vectors, one per text, sent in batches (each its own deadline)."""
-        if isinstance(texts, str):
-            raise TypeError("embed() takes a sequence of texts, not one string")
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), self._embed_batch):
-            batch = list(texts[start : start + self._embed_batch])
-            request = EmbedRequest(id=self._next_id(), texts=batch)
-            reply = _expect(await self._call(request, timeout_s=self._timeout(None)), EmbedReply)
-            raw = base64.b64decode(reply.data)
-            matrix = np.frombuffer(raw, dtype="<f4").reshape(reply.count, reply.dim)
-            vectors.extend(matrix.astype(np.float64).tolist())
-        return vectors
-
-    async def count_tokens(self, messages: Sequence[Mapping[str, str]]) -> int:
-        """Prompt tokens of `messages` after the model's chat template: what generate() uses."""
-        request = CountTokensRequest(id=self._next_id(), messages=_chat(messages))
-        reply = await self._call(request, timeout_s=self._timeout(None))
-        return _expect(reply, TokenCountReply).prompt_tokens
-
-    async def generate(
-        self,
-        messages: Sequence[Mapping[str, str]],
-        *,
-        max_tokens: int,
-        temperature: float,
-        on_token: Callable[[str], None] | None = None,
-        stop: Sequence[str] = (),
-        timeout_s: float | None = None,
-        json_schema: str | None = None,
-    ) -> Generation:
-        """Generate a reply. With `on_token`, text arrives as it is produced (concatenated, it
-        equals the final text). ContextOverflow if prompt + max_tokens exceed the context.
-        With `json_schema` (JSON text), the output is constrained to that schema by a grammar."""
-        request = GenerateRequest(
-            id=self._next_id(),
-            messages=_chat(messages),
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stream=on_token is not None,
-            stop=list(stop),
-            json_schema=json_schema,
-        )
-        reply = await self._call(request, timeout_s=self._timeout(timeout_s), on_token=on_token)
-        done = _expect(reply, DoneEvent)
-        return Generation(
-            text=done.text,
-            prompt_tokens=done.prompt_tokens,
-            completion_tokens=done.completion_tokens,
-            prompt_ms=done.prompt_ms,
-            generate_ms=done.generate_ms,
-            model=self._model_name,
-            prompt_eval_tokens=done.prompt_eval_tokens,
-            finish_reason=done.finish_reason,
-        )
-
-    async def call_test_op(self, op: str, **args: Any) -> dict[str, Any]:
-        """Run a test-only op (`alloc`, `sleep`); needs allow_test_ops=True."""
-        if not self._allow_test_ops:
-            raise PermissionError("test ops need WorkerSupervisor(..., allow_test_ops=True)")
-        timeout = args.pop("timeout_s", None)
-        try:
-            request = REQUEST_ADAPTER.validate_python({"op": op, "id": self._next_id(), **args})
-        except ValidationError as exc:
-            raise ValueError(f"invalid test op {op!r}: {exc}") from exc
-        reply = await self._call(request, timeout_s=self._timeout(timeout))
-        return _expect(reply, ProbeReply).result
 
     # -- health -----------------------------------------------------------------------------
 
@@ -349,7 +220,7 @@ class WorkerSupervisor:
                 if worker.returncode is not None and not worker.handled:
                     self._handle_death(worker, during=None)
         if isinstance(reply, ErrorReply):
-            raise _error_from_reply(reply)
+            raise error_from_reply(reply)
         return reply
 
     async def _exchange(
@@ -401,11 +272,11 @@ class WorkerSupervisor:
 
     async def _ready_worker(self) -> WorkerProcess:
         """The live worker, waiting out a restart; WorkerUnavailable when there is none."""
-        if self._state == "failed" and self._recovery_due():
+        if self._state == "failed" and self._budget.recovery_due(time.monotonic()):
             await self._recover()
         if self._state in ("starting", "restarting"):
             try:
-                async with asyncio.timeout(self._cfg.start_timeout_s + _MAX_BACKOFF_S):
+                async with asyncio.timeout(self._cfg.start_timeout_s + MAX_BACKOFF_S):
                     await self._settled.wait()
             except TimeoutError:
                 raise WorkerUnavailable("the model worker is still restarting") from None
@@ -452,14 +323,14 @@ class WorkerSupervisor:
         self._retire(worker)
         code = worker.returncode
         events = self._confinement.memory_events()
-        oom = (
-            events.oom_kills > worker.baseline.oom_kills
-            or code == EXIT_OUT_OF_MEMORY
-            or (
-                code == -signal.SIGKILL
-                and not worker.killed_by_us
-                and events.limit_hits > worker.baseline.limit_hits
-            )
+        oom = died_of_oom(
+            returncode=code,
+            oom_kills=events.oom_kills,
+            oom_kills_before=worker.baseline.oom_kills,
+            limit_hits=events.limit_hits,
+            limit_hits_before=worker.baseline.limit_hits,
+            killed_by_us=worker.killed_by_us,
+            exit_out_of_memory=EXIT_OUT_OF_MEMORY,
         )
         how = describe_exit(code)
         error: WorkerCrashed
@@ -492,15 +363,11 @@ class WorkerSupervisor:
     def _schedule_restart(self) -> None:
         if self._state == "stopped":
             return
-        now = time.monotonic()
-        window = self._cfg.restart_window_s
-        self._restart_times = [t for t in self._restart_times if now - t < window]
-        if len(self._restart_times) >= self._cfg.restart_budget:
+        planned = self._budget.next_delay(time.monotonic())
+        if planned is None:
             self._enter_failed(reason="restart budget spent")
             return
-        self._restart_times.append(now)
-        attempt = len(self._restart_times)
-        delay = min(self._cfg.restart_backoff_s * 2 ** (attempt - 1), _MAX_BACKOFF_S)
+        attempt, delay = planned
         self._set_state("restarting")
         log.info(
             "worker.restarting", attempt=attempt, delay_s=delay, budget=self._cfg.restart_budget
@@ -522,7 +389,7 @@ class WorkerSupervisor:
             self._restarts += 1
 
     def _enter_failed(self, *, reason: str) -> None:
-        self._failed_at = time.monotonic()
+        self._budget.fail(time.monotonic())
         self._set_state("failed")
         log.error(
             "worker.degraded",
@@ -532,16 +399,10 @@ class WorkerSupervisor:
             window_s=self._cfg.restart_window_s,
         )
 
-    def _recovery_due(self) -> bool:
-        return (
-            self._failed_at is not None
-            and time.monotonic() - self._failed_at >= self._cfg.restart_window_s
-        )
-
     async def _recover(self) -> None:
         """One new attempt once a whole window has passed since the budget was spent."""
         self._set_state("restarting")
-        self._restart_times = [time.monotonic()]
+        self._budget.recovering(time.monotonic())
         log.info("worker.restarting", attempt=1, delay_s=0.0, recovery=True)
         try:
             await self._spawn()
@@ -549,7 +410,7 @@ class WorkerSupervisor:
             self._enter_failed(reason=f"recovery attempt failed: {exc}")
         else:
             self._restarts += 1
-            self._failed_at = None
+            self._budget.recovered()
 
     def _set_state(self, state: SupervisorState) -> None:
         self._state = state
@@ -557,30 +418,3 @@ class WorkerSupervisor:
             self._settled.clear()
         else:
             self._settled.set()
-
-    def _next_id(self) -> int:
-        return next(self._ids)
-
-    def _timeout(self, override: float | None) -> float:
-        return override if override is not None else self._cfg.request_timeout_s
-
-
-def _chat(messages: Sequence[Mapping[str, str]]) -> list[ChatMessage]:
-    try:
-        return [ChatMessage(role=m["role"], content=m["content"]) for m in messages]
-    except (KeyError, ValidationError) as exc:
-        raise ValueError(f"messages must be {{role, content}} mappings: {exc}") from exc
-
-
-def _expect(reply: Reply, kind: type[_R]) -> _R:
-    if not isinstance(reply, kind):
-        raise WorkerError(f"unexpected reply {reply.event!r} from the model worker")
-    return reply
-
-
-def _error_from_reply(reply: ErrorReply) -> Exception:
-    if reply.error == "context_overflow":
-        return ContextOverflow(
-            reply.message, prompt_tokens=reply.prompt_tokens or 0, limit=reply.limit or 0
-        )
-    return WorkerError(f"model worker refused the request ({reply.error}): {reply.message}")

@@ -34,11 +34,11 @@ import aiomqtt
 import nats
 import psutil
 
-from gateway.app import generation_model_path, open_knowledge_base
 from gateway.config import Settings, load_settings, merge_overrides
-from gateway.prompt import ContextChunk, build_messages
+from gateway.questions.prompt import ContextChunk, build_messages
 from gateway.rag.embedder import LlamaEmbedder
 from gateway.rag.ingest import ingest_paths
+from gateway.rag.opening import generation_model_path, open_knowledge_base
 from gateway.worker.engine import resolve_threads
 from tests.bench.stats import Summary, ratio
 from tests.brokers import Mosquitto, NatsServer, free_port, wait_for_port

@@ -1,5 +1,5 @@
 """`make bench`: every benchmark in one run, each against its baseline, written as Markdown with
-PNG charts under --out (bench-report/ by default; the README links it).
+PNG charts under --out (bench-report/ by default; docs/performance.md links it).
 
 Not a test: the numbers are reported, never asserted (shared machines are noisy). Ratios are
 ours / baseline, measured in the same run on the same machine. `make bench BENCH_ARGS="..."`
@@ -18,9 +18,9 @@ from typing import Any
 
 import psutil
 
-from gateway.app import generation_model_path
 from gateway.logging import configure_logging
 from gateway.rag.embedding_model import resolve_embedding_model
+from gateway.rag.opening import generation_model_path
 from gateway.worker.engine import resolve_threads
 from tests.bench import charts, concurrency, diagnosis, e2e, footprint, prefix, retrieval
 from tests.bench.stats import Summary, ratio
@@ -132,7 +132,7 @@ def e2e_lines(r: dict[str, Any]) -> list[str]:
 
 
 def target_lines(r: dict[str, Any]) -> list[str]:
-    """Issue 7's targets against this run; README (Performance) says why a missed one is."""
+    """Issue 7's targets against this run; docs/performance.md says why a missed one is."""
     gateway, worker = footprint.peak(r["memory"])
     one = 1 if 1 in r["levels"] else r["levels"][0]
     rows = [
@@ -169,7 +169,7 @@ def target_lines(r: dict[str, Any]) -> list[str]:
     lines = ["## Targets", "", "| target | this run | goal | met |", "|---|---|---|---|"]
     for name, value, goal, met in rows:
         lines.append(f"| {name} | {value:.3f} | {goal} | {'yes' if met(value) else '**no**'} |")
-    return [*lines, "", "Why a missed target is missed: README, Performance.", ""]
+    return [*lines, "", "Why a missed target is missed: docs/performance.md.", ""]
 
 
 def retrieval_lines(rows: list[dict[str, Any]]) -> list[str]:

@@ -1,7 +1,7 @@
 """Fault-suite fixtures: question texts, the figures log, and counts scaled for CI.
 
 `FAULTS_SCALE` (default 1.0) multiplies every count, so a developer can try a test at a tenth of
-its size (`FAULTS_SCALE=0.1`); the README's figures are from the default.
+its size (`FAULTS_SCALE=0.1`); the figures in docs/reliability.md are from the default.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def mixed_texts(n: int, *, every: int) -> list[str]:
 
 
 def record(figures: Figures | str) -> None:
-    """Print the figures and append them to the figures log the README is written from."""
+    """Print the figures and append them to the figures log docs/reliability.md is written from."""
     line = figures if isinstance(figures, str) else figures.line()
     print(line)
     FIGURES_LOG.parent.mkdir(parents=True, exist_ok=True)

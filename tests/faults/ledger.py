@@ -5,7 +5,7 @@
 - how many times the model ran for it (the journal's `model_runs`, counted before each run, so
   a run interrupted by a crash counts too).
 
-`Figures` prints as one line the README's "Reliability and security" table quotes.
+`Figures` prints as one line the table of docs/reliability.md quotes.
 """
 
 from __future__ import annotations

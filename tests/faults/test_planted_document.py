@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import open_knowledge_base
 from gateway.rag.embedder import LlamaEmbedder
 from gateway.rag.ingest import ingest_paths
+from gateway.rag.opening import open_knowledge_base
 from models.diagnosis import Diagnosis
 from tests.brokers import Mosquitto
 from tests.conftest import SettingsFactory

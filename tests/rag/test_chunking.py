@@ -6,7 +6,7 @@ import re
 import pytest
 
 from gateway.rag.chunking import Chunk, chunk_blocks, embedding_text, overlap_tail
-from gateway.rag.loaders import Block
+from gateway.rag.documents import Block
 
 WORDS = ["hydraulic", "pressure", "filter", "element", "valve", "pump", "cylinder", "accumulator"]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import sqlite_vec
 
-from gateway.rag import store
+from gateway.rag import vector_index
 from gateway.rag.calibrate import load_questions
 from gateway.rag.embedder import LlamaEmbedder
 from gateway.rag.ingest import ingest_paths, remove_missing
@@ -193,8 +193,8 @@ def test_fast_vector_path_recall_on_the_demo_kb(
 ) -> None:
     """Real embeddings: the sign-bit stage keeps only 16 chunks, int8 ranks them; compare with
     exact float cosine over the stored vectors."""
-    monkeypatch.setattr(store, "_COARSE_MIN", 16)
-    monkeypatch.setattr(store, "_COARSE_FACTOR", 4)
+    monkeypatch.setattr(vector_index, "_COARSE_MIN", 16)
+    monkeypatch.setattr(vector_index, "_COARSE_FACTOR", 4)
     conn = apsw.Connection(str(demo.path))
     conn.enable_load_extension(True)
     conn.load_extension(sqlite_vec.loadable_path())

@@ -11,9 +11,10 @@ import pytest
 import sqlite_vec
 
 from gateway.errors import KnowledgeBaseError
-from gateway.rag import store
+from gateway.rag import keywords, vector_index
 from gateway.rag.chunking import Chunk
-from gateway.rag.store import DocumentRecord, KnowledgeBase, fts_query
+from gateway.rag.keywords import fts_query
+from gateway.rag.store import DocumentRecord, KnowledgeBase
 
 DIM = 16
 IDENTITY = "test/model/d16"
@@ -257,8 +258,8 @@ def test_fast_vector_path_recall_and_exact_similarity(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Hamming keeps 200 of 4000 chunks (5%) for int8 ranking: the coarse stage really filters.
-    monkeypatch.setattr(store, "_COARSE_MIN", 200)
-    monkeypatch.setattr(store, "_COARSE_FACTOR", 20)
+    monkeypatch.setattr(vector_index, "_COARSE_MIN", 200)
+    monkeypatch.setattr(vector_index, "_COARSE_FACTOR", 20)
     vectors = clustered(4000, seed=1)
     with KnowledgeBase.open(tmp_path / "kb.sqlite3", dim=WIDE, embedding_identity="w") as kb:
         for start in range(0, len(vectors), 1000):
@@ -323,8 +324,8 @@ def test_fast_path_leaves_the_file_format_unchanged(tmp_path: Path) -> None:
 def test_common_terms_are_dropped_from_keyword_search_of_a_large_kb(
     kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "_KEYWORD_BUDGET_MIN", 10)
-    monkeypatch.setattr(store, "_KEYWORD_BUDGET_FRACTION", 0.0)
+    monkeypatch.setattr(keywords, "_KEYWORD_BUDGET_MIN", 10)
+    monkeypatch.setattr(keywords, "_KEYWORD_BUDGET_FRACTION", 0.0)
     texts = [f"pump chunk{i}" + (" seal" if i < 8 else "") for i in range(40)]
     texts[3] += " E203"
     kb.upsert_document(doc(), chunks_of(*texts, section=""), [unit(i) for i in range(40)])
@@ -335,5 +336,5 @@ def test_common_terms_are_dropped_from_keyword_search_of_a_large_kb(
     assert ids[best.chunk_id] == 3
     assert keyword_ids(kb, "pump") == []
     # Small KBs are never pruned.
-    monkeypatch.setattr(store, "_KEYWORD_BUDGET_MIN", 2_000)
+    monkeypatch.setattr(keywords, "_KEYWORD_BUDGET_MIN", 2_000)
     assert len(keyword_ids(kb, "pump")) == 10  # keyword_ids asks for top 10

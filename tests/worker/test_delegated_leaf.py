@@ -28,7 +28,7 @@ def test_gateway_moves_to_a_leaf_then_creates_the_worker_group(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     group = fake_unit_group(tmp_path, [os.getpid()])
-    monkeypatch.setattr(confinement, "_own_v2_group", lambda: group)
+    monkeypatch.setattr(confinement, "own_v2_group", lambda: group)
     conf = create_confinement(
         Limits(memory_bytes=512 * 1024 * 1024, cpu_quota_percent=150),
         instance="gw1",
@@ -46,6 +46,6 @@ def test_a_group_shared_with_other_processes_is_left_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     group = fake_unit_group(tmp_path, [os.getpid(), 1])
-    monkeypatch.setattr(confinement, "_own_v2_group", lambda: group)
+    monkeypatch.setattr(confinement, "own_v2_group", lambda: group)
     create_confinement(Limits(memory_bytes=1 << 28), instance="gw1", choice="cgroup-v2")
     assert not (group / "gateway").exists()

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 
 from gateway.config import Settings
 from gateway.logging import get_logger
-from gateway.reload import reload_settings
-from gateway.sdnotify import Phase, SystemdAgent
+from gateway.ops.reload import reload_settings
+from gateway.ops.sdnotify import Phase, SystemdAgent
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
-    from gateway.prometheus import MetricsServer
+    from gateway.ops.prometheus import MetricsServer
+    from gateway.ops.view import GatewayView
 
 log = get_logger(__name__)
 
@@ -30,7 +30,7 @@ TEST_STALL_S = 3.0
 """How long SIGUSR2 blocks the event loop when the gateway runs with --allow-test-ops."""
 
 
-def phase(gateway: Gateway, stop: asyncio.Event) -> Phase:
+def phase(gateway: GatewayView, stop: asyncio.Event) -> Phase:
     """What `systemctl status` should say right now."""
     ready = gateway.ready.is_set()
     if stop.is_set():
@@ -66,7 +66,7 @@ def phase(gateway: Gateway, stop: asyncio.Event) -> Phase:
 class Operations:
     """The systemd agent task and the metrics server of one `Gateway.run`."""
 
-    def __init__(self, gateway: Gateway, stop: asyncio.Event) -> None:
+    def __init__(self, gateway: GatewayView, stop: asyncio.Event) -> None:
         self._gateway = gateway
         self.agent = SystemdAgent.from_environment(
             lambda: phase(gateway, stop), wake=(gateway.ready, stop)
@@ -83,7 +83,7 @@ class Operations:
             return
         # Imported only when enabled (off by default): prometheus-client and its HTTP server
         # cost ~10 MiB of RSS and ~80 ms of start-up (make bench, Footprint).
-        from gateway.prometheus import MetricsServer
+        from gateway.ops.prometheus import MetricsServer
 
         try:
             self.metrics_server = MetricsServer.start(cfg, self._gateway)
@@ -101,7 +101,7 @@ class Operations:
 
 
 def install_signal_handlers(
-    gateway: Gateway, stop: asyncio.Event, load: Callable[[], Settings]
+    gateway: GatewayView, stop: asyncio.Event, load: Callable[[], Settings]
 ) -> None:
     """TERM/INT: graceful stop. HUP: reload the configuration. USR2 (test ops only): stall."""
     loop = asyncio.get_running_loop()

@@ -13,10 +13,11 @@ import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.answering import SearchHit
 from gateway.config import Settings
 from gateway.executor import SerialExecutor
 from gateway.logging import get_logger
+from gateway.rag.opening import open_knowledge_base
+from gateway.rag.search import SearchHit
 from gateway.rag.store import KnowledgeBase
 
 log = get_logger(__name__)
@@ -69,8 +70,6 @@ class LiveKnowledgeBase:
 
     async def reopen(self, settings: Settings) -> None:
         """Switch to `settings.kb_path`; raises (and keeps the old file) if it cannot be opened."""
-        from gateway.app import open_knowledge_base
-
         new, _ = await self._io.run(open_knowledge_base, settings)
         await self._io.run(new.warm)
         old, self._kb = self._kb, new

@@ -27,11 +27,11 @@ from prometheus_client.registry import Collector
 
 from gateway.config import MetricsConfig
 from gateway.logging import get_logger
-from gateway.metrics import Histogram
+from gateway.questions.metrics import Histogram
 from models.health import GatewayState
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.ops.view import GatewayView
 
 log = get_logger(__name__)
 
@@ -62,7 +62,7 @@ def _add_histogram(family: HistogramMetricFamily, labels: list[str], h: Histogra
 
 
 class GatewayCollector(Collector):
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: GatewayView) -> None:
         self._gw = gateway
 
     def collect(self) -> Iterable[Metric]:
@@ -190,7 +190,7 @@ class MetricsServer:
         return int(self._server.server_port)
 
     @classmethod
-    def start(cls, cfg: MetricsConfig, gateway: Gateway) -> MetricsServer:
+    def start(cls, cfg: MetricsConfig, gateway: GatewayView) -> MetricsServer:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(GatewayCollector(gateway))
         ProcessCollector(registry=registry)  # process_* figures of the gateway itself

@@ -22,7 +22,7 @@ from gateway.config import ConfigFileError, Settings
 from gateway.logging import configure_logging, get_logger
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.ops.view import GatewayView
 
 log = get_logger(__name__)
 
@@ -77,7 +77,7 @@ def _show(value: Any) -> Any:
     return value if isinstance(value, bool | int | float | type(None)) else str(value)
 
 
-async def reload_settings(gateway: Gateway, load: Callable[[], Settings]) -> Mapping[str, Any]:
+async def reload_settings(gateway: GatewayView, load: Callable[[], Settings]) -> Mapping[str, Any]:
     """Apply a reload to a running gateway; returns what the log event says."""
     old = gateway.settings
     try:

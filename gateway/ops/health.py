@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from gateway.metrics import LAG_BUCKETS_S, Histogram, Metrics
+from gateway.questions.metrics import LAG_BUCKETS_S, Histogram, Metrics
 from models.health import (
     BusHealth,
     DiagnosisCounters,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gateway.app import open_knowledge_base
 from gateway.config import Settings
 from gateway.rag.embedder import LlamaEmbedder
+from gateway.rag.opening import open_knowledge_base
 
 
 def ingest(settings: Settings, paths: list[Path]) -> int:
@@ -132,9 +132,9 @@ def export(settings: Settings, out: Path) -> int:
 
 
 def import_(settings: Settings, archive: Path) -> int:
-    from gateway.app import embedding_dim
     from gateway.rag.backup import import_kb
     from gateway.rag.embedding_model import embedding_model_identity, resolve_embedding_model
+    from gateway.rag.opening import embedding_dim
 
     model = resolve_embedding_model(settings.kb, settings.cache_dir)
     m = import_kb(

@@ -18,58 +18,28 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Literal
+from collections.abc import Mapping
 
-import structlog
-
-from adapters.base import BusAdapter, InboundMessage, ReplyAddress
-from gateway.answering import Answerer, QuestionContext, fallback_answer
+from gateway.bus import BusAdapter, InboundMessage
 from gateway.config import LimitsConfig
 from gateway.errors import GatewayError, WorkerUnavailable
 from gateway.executor import SerialExecutor
-from gateway.intake import IntakeError, decode_question, is_identifier, question_key
-from gateway.journal import Journal, JournalEntry, Recorded, RecordOutcome
 from gateway.logging import get_logger
-from gateway.metrics import Metrics
-from gateway.ratelimit import RateLimiter
-from gateway.scheduler import Lane, PriorityScheduler
-from gateway.streaming import PartialStream
-from models.errors import ErrorCode, ErrorReply
+from gateway.questions.answering import Answerer, QuestionContext, fallback_answer
+from gateway.questions.journal import Journal, JournalEntry, Recorded, RecordOutcome
+from gateway.questions.metrics import Metrics
+from gateway.questions.outbox import Outbox, error_reply, settle_one
+from gateway.questions.ratelimit import RateLimiter
+from gateway.questions.screening import Accepted, Refused, screen
+from gateway.questions.streaming import PartialStream
+from gateway.worker.scheduler import Lane, PriorityScheduler
+from models.errors import ErrorCode
 
 log = get_logger(__name__)
 
 INTAKE_BATCH = 256
 JOURNAL_RETRY_MIN_S = 0.25
 JOURNAL_RETRY_MAX_S = 5.0
-
-Key = tuple[str, str]
-"""(terminal id, question id): the journal's single id space, the same on every bus."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Accepted:
-    inbound: InboundMessage
-    entry: JournalEntry
-
-
-def error_reply(
-    *, terminal_id: str, question_id: str | None, code: ErrorCode, message: str, retryable: bool
-) -> bytes:
-    return (
-        ErrorReply(
-            question_id=question_id,
-            terminal_id=terminal_id,
-            code=code,
-            message=message[:1024],
-            retryable=retryable,
-            sent_at=datetime.now(UTC),
-        )
-        .model_dump_json()
-        .encode()
-    )
 
 
 class QuestionService:
@@ -97,7 +67,8 @@ class QuestionService:
         self.metrics = metrics
         self.queue_capacity = queue_capacity
         self._intake: asyncio.Queue[InboundMessage] = asyncio.Queue()
-        # Shared with the diagnosis path: one worker, one queue with lanes (gateway/scheduler.py).
+        # Shared with the diagnosis path: one worker, one queue with lanes
+        # (gateway/worker/scheduler.py).
         self._work = scheduler or PriorityScheduler()
         self._queued = 0
         self._rate = (
@@ -110,8 +81,7 @@ class QuestionService:
             if limits.questions_per_minute > 0
             else None
         )
-        self._unsettled: dict[Key, list[InboundMessage]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._outbox = Outbox(adapters, journal, journal_io)
         self._accepting = True
         self._idle = asyncio.Event()
         self._idle.set()
@@ -135,7 +105,7 @@ class QuestionService:
         """Republish stored-but-unsent replies and queue questions that were never answered."""
         unsent = await self._io.run(self._journal.unsent)
         for entry, payload in unsent:
-            await self._publish_stored(entry, payload)
+            await self._outbox.publish_stored(entry, payload)
         redelivering = [name for name, a in self._adapters.items() if a.broker_redelivers]
         released = await self._io.run(self._journal.release_pending, redelivering)
         pending = await self._io.run(self._journal.pending)
@@ -187,12 +157,27 @@ class QuestionService:
     # ---- intake -----------------------------------------------------------------------------
 
     async def _intake_batch(self, batch: list[InboundMessage]) -> None:
-        accepted: list[_Accepted] = []
+        accepted: list[Accepted] = []
         for inbound in batch:
             self.metrics.received += 1
-            item = await self._screen(inbound)
-            if item is not None:
-                accepted.append(item)
+            verdict = screen(
+                inbound, self._adapters[inbound.bus], self._limits, self._streaming_terminals
+            )
+            if isinstance(verdict, Accepted):
+                accepted.append(verdict)
+            elif isinstance(verdict, Refused):
+                self._refuse(inbound, verdict)
+            else:
+                self.metrics.rejected += 1
+                log.warning(
+                    "question.unroutable",
+                    reason="terminal id in topic is not valid",
+                    topic=inbound.topic,
+                    terminal_id=inbound.terminal_id,
+                    bus=inbound.bus,
+                )
+                inbound.ack()
+                await settle_one(inbound, delivered=True)  # nobody to tell; never redeliver it
         if not accepted:
             return
         recorded_batch = await self._record(accepted)
@@ -202,9 +187,7 @@ class QuestionService:
         for item, recorded in zip(accepted, outcomes, strict=True):
             item.inbound.ack()
             entry = item.entry
-            self._unsettled.setdefault((entry.terminal_id, entry.question_id), []).append(
-                item.inbound
-            )
+            self._outbox.hold(entry, item.inbound)
             bound = log.bind(
                 question_id=entry.question_id, terminal_id=entry.terminal_id, topic=entry.topic
             )
@@ -221,11 +204,11 @@ class QuestionService:
                 self.metrics.duplicate += 1
                 assert recorded.reply is not None
                 bound.info("question.duplicate", state=str(recorded.reply.state))
-                await self._publish_stored(entry, recorded.reply.payload)
+                await self._outbox.publish_stored(entry, recorded.reply.payload)
 
     async def _record(
-        self, accepted: list[_Accepted]
-    ) -> tuple[list[_Accepted], list[Recorded]] | None:
+        self, accepted: list[Accepted]
+    ) -> tuple[list[Accepted], list[Recorded]] | None:
         """Journal the batch, retrying while the journal cannot be written (e.g. disk full).
 
         Nothing is acknowledged until the write succeeds. An MQTT broker does not resend an
@@ -248,10 +231,10 @@ class QuestionService:
                 )
             else:
                 return accepted, outcomes
-            keep: list[_Accepted] = []
+            keep: list[Accepted] = []
             for item in accepted:
                 if self._adapters[item.inbound.bus].broker_redelivers:
-                    await _settle_one(item.inbound, delivered=False)
+                    await settle_one(item.inbound, delivered=False)
                 else:
                     keep.append(item)
             accepted = keep
@@ -259,68 +242,6 @@ class QuestionService:
                 return None  # unacknowledged: the broker redelivers them to the next session
             await asyncio.sleep(delay)
             delay = min(delay * 2, JOURNAL_RETRY_MAX_S)
-
-    async def _screen(self, inbound: InboundMessage) -> _Accepted | None:
-        """Validate one message; refusals are answered (when possible), logged and acked here."""
-        adapter = self._adapters[inbound.bus]
-        terminal = inbound.terminal_id
-        bound = log.bind(topic=inbound.topic, terminal_id=terminal, bus=inbound.bus)
-        if terminal is None or not is_identifier(terminal):
-            self.metrics.rejected += 1
-            bound.warning("question.unroutable", reason="terminal id in topic is not valid")
-            inbound.ack()
-            await _settle_one(inbound, delivered=True)  # nobody to tell; never redeliver it
-            return None
-        own = ReplyAddress(inbound.bus, adapter.answer_topic(terminal), inbound.correlation_data)
-        decoded = decode_question(
-            inbound.payload,
-            max_bytes=self._limits.max_payload_bytes,
-            max_depth=self._limits.max_json_depth,
-        )
-        requested = inbound.response_topic
-        reply_ok = requested is None or adapter.reply_allowed(terminal, requested)
-        if isinstance(decoded, IntakeError):
-            await self._refuse(
-                inbound,
-                own
-                if not reply_ok or requested is None
-                else ReplyAddress(inbound.bus, requested, inbound.correlation_data),
-                terminal,
-                decoded,
-            )
-            return None
-        key = question_key(
-            decoded,
-            message_id=inbound.message_id,
-            correlation_data=inbound.correlation_data,
-            payload=inbound.payload,
-        )
-        if not reply_ok:
-            await self._refuse(
-                inbound,
-                own,
-                terminal,
-                IntakeError(
-                    ErrorCode.FORBIDDEN_RESPONSE_TOPIC,
-                    "the response topic must be the terminal's own answer topic or below it: "
-                    f"{adapter.answer_topic(terminal)}",
-                    question_id=key,
-                ),
-            )
-            return None
-        entry = JournalEntry(
-            terminal_id=terminal,
-            question_id=key,
-            bus=inbound.bus,
-            topic=inbound.topic,
-            reply_to=requested or own.topic,
-            correlation=inbound.correlation_data,
-            text=decoded.text,
-            received_at=inbound.received_at,
-            deadline=(inbound.received_at + inbound.expiry_s) if inbound.expiry_s else None,
-            stream=decoded.stream or terminal in self._streaming_terminals,
-        )
-        return _Accepted(inbound, entry)
 
     def _rate_exceeded(self, terminal: str) -> bool:
         """Per-terminal token bucket, spent only by questions new to the journal: a broker
@@ -331,11 +252,10 @@ class QuestionService:
             return False
         return self._rate.reserve(terminal, time.monotonic()) is None
 
-    async def _refuse(
-        self, inbound: InboundMessage, to: ReplyAddress, terminal: str, error: IntakeError
-    ) -> None:
+    def _refuse(self, inbound: InboundMessage, refused: Refused) -> None:
         """Count, log and ack a refused message; its error reply goes out from a task of its
         own, so a sender of bad input cannot slow down the intake of everyone else."""
+        to, terminal, error = refused.to, refused.terminal_id, refused.error
         self.metrics.rejected += 1
         log.warning(
             "question.rejected",
@@ -356,12 +276,12 @@ class QuestionService:
         )
 
         async def reply() -> None:
-            sent = await self._send(
+            sent = await self._outbox.send(
                 to, payload, question_id=error.question_id, terminal_id=terminal
             )
-            await _settle_one(inbound, delivered=sent)
+            await settle_one(inbound, delivered=sent)
 
-        self._background(reply())
+        self._outbox.background(reply())
 
     # ---- queue and answering ----------------------------------------------------------------
 
@@ -393,14 +313,7 @@ class QuestionService:
             message=message,
             retryable=True,
         )
-        self._background(self._deliver(entry, "error", payload, final=False))
-
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run a reply on its own task, kept referenced until done (the loop holds tasks weakly)."""
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(_log_task_error)
+        self._outbox.background(self._outbox.deliver(entry, "error", payload, final=False))
 
     def _enqueue(self, entry: JournalEntry, *, force: bool = False) -> None:
         if not force and self._queued >= self.queue_capacity:
@@ -433,7 +346,7 @@ class QuestionService:
                 message="the question's message expiry passed before it could be answered",
                 retryable=False,
             )
-            await self._deliver(entry, "error", payload, final=True)
+            await self._outbox.deliver(entry, "error", payload, final=True)
             return
         ctx = QuestionContext(
             question_id=entry.question_id,
@@ -467,7 +380,7 @@ class QuestionService:
                 message=exc.message,
                 retryable=exc.retryable,
             )
-            await self._deliver(entry, "error", payload, final=not exc.retryable)
+            await self._outbox.deliver(entry, "error", payload, final=not exc.retryable)
             return
         if partials is not None:
             partials.finish()
@@ -486,7 +399,7 @@ class QuestionService:
             total_ms=round(answer.latency.total_ms, 1),
             completion_tokens=answer.usage.completion_tokens,
         )
-        await self._deliver(entry, "answer", answer.model_dump_json().encode(), final=True)
+        await self._outbox.deliver(entry, "answer", answer.model_dump_json().encode(), final=True)
 
     def _partial_stream(self, entry: JournalEntry) -> PartialStream | None:
         """Partials for this question, if it asked for them and its bus is here."""
@@ -501,71 +414,6 @@ class QuestionService:
 
         return PartialStream(publish, question_id=entry.question_id, terminal_id=entry.terminal_id)
 
-    # ---- outbox -----------------------------------------------------------------------------
-
-    async def _deliver(
-        self,
-        entry: JournalEntry,
-        kind: Literal["answer", "error"],
-        payload: bytes,
-        *,
-        final: bool,
-    ) -> None:
-        """Store, then publish, then mark sent: a crash anywhere leaves a state `recover` fixes."""
-        await self._io.run(
-            self._journal.record_reply,
-            entry.terminal_id,
-            entry.question_id,
-            kind=kind,
-            payload=payload,
-            final=final,
-        )
-        sent = await self._send(
-            ReplyAddress(entry.bus, entry.reply_to, entry.correlation),
-            payload,
-            question_id=entry.question_id,
-            terminal_id=entry.terminal_id,
-        )
-        if sent and final:
-            await self._io.run(self._journal.mark_sent, entry.terminal_id, entry.question_id)
-        await self._settle(entry, delivered=sent)
-
-    async def _publish_stored(self, entry: JournalEntry, payload: bytes) -> None:
-        sent = await self._send(
-            ReplyAddress(entry.bus, entry.reply_to, entry.correlation),
-            payload,
-            question_id=entry.question_id,
-            terminal_id=entry.terminal_id,
-        )
-        if sent:
-            await self._io.run(self._journal.mark_sent, entry.terminal_id, entry.question_id)
-        await self._settle(entry, delivered=sent)
-
-    async def _settle(self, entry: JournalEntry, *, delivered: bool) -> None:
-        """Settle every copy of this question that is waiting for its reply."""
-        for inbound in self._unsettled.pop((entry.terminal_id, entry.question_id), []):
-            await _settle_one(inbound, delivered=delivered)
-
-    async def _send(
-        self, to: ReplyAddress, payload: bytes, *, question_id: str | None, terminal_id: str
-    ) -> bool:
-        adapter = self._adapters.get(to.bus)
-        if adapter is None:
-            log.error("reply.no_adapter", bus=to.bus, question_id=question_id)
-            return False
-        try:
-            await adapter.publish(to.topic, payload, correlation_data=to.correlation_data)
-        except Exception as exc:
-            log.error(
-                "reply.publish_failed",
-                error=str(exc),
-                topic=to.topic,
-                question_id=question_id,
-                terminal_id=terminal_id,
-            )
-            return False
-        return True
-
     async def drain(self, timeout_s: float) -> bool:
         """Let the answer in progress finish (bounded); queued questions stay pending in the
         journal and are answered after the restart. True when nothing was left in progress."""
@@ -576,26 +424,5 @@ class QuestionService:
             return False
         # Refusals and busy replies in flight: journaled ones are republished after a restart
         # anyway, but letting them out now spares the terminals a wait.
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - time.monotonic()))
+        await self._outbox.wait_background(deadline - time.monotonic())
         return True
-
-
-async def _settle_one(inbound: InboundMessage, *, delivered: bool) -> None:
-    """Settling is the adapter's business; its failure must not stop the question path."""
-    try:
-        await inbound.settle(delivered)
-    except Exception as exc:
-        log.warning(
-            "question.settle_failed",
-            error=str(exc),
-            bus=inbound.bus,
-            topic=inbound.topic,
-            terminal_id=inbound.terminal_id,
-            message_id=inbound.message_id,
-        )
-
-
-def _log_task_error(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        structlog.get_logger(__name__).error("task.failed", error=str(task.exception()))

@@ -11,17 +11,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from gateway.cli.exits import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from gateway.config import ConfigFileError, Settings, load_settings, merge_overrides
 from gateway.errors import GatewayError
 from gateway.logging import configure_logging, get_logger
 
 log = get_logger(__name__)
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
-EXIT_ERROR_REPLY = 3
-EXIT_TIMEOUT = 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -128,7 +123,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             print(path)
         return EXIT_OK
     if command == "ask":
-        from gateway.ask import ask_command
+        from gateway.cli.ask import ask_command
 
         return ask_command(
             settings,
@@ -143,7 +138,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _dispatch_kb(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway import kb_commands
+    from gateway.cli import kb as kb_commands
 
     if args.command == "ingest":
         return kb_commands.ingest(settings, args.paths)
@@ -160,7 +155,7 @@ def _dispatch_kb(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run(settings: Settings, *, allow_test_ops: bool, reload: Callable[[], Settings]) -> int:
     from gateway.app import Gateway
-    from gateway.ops import install_signal_handlers
+    from gateway.ops.operations import install_signal_handlers
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -170,7 +165,3 @@ def _run(settings: Settings, *, allow_test_ops: bool, reload: Callable[[], Setti
 
     asyncio.run(serve())
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,28 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from gateway.answer_cache import AnswerCache, CacheHit
 from gateway.errors import ContextOverflow
 from gateway.logging import get_logger
-from gateway.prompt import ContextChunk, build_messages
+from gateway.questions.answer_cache import AnswerCache, CacheHit
+from gateway.questions.prompt import ContextChunk, build_messages
+from gateway.rag.search import Search, SearchHit
 from models.answer import Answer, Latency, Source, Usage
 
 log = get_logger(__name__)
-
-
-class SearchHit(Protocol):
-    @property
-    def chunk_id(self) -> int: ...
-    @property
-    def document(self) -> str: ...
-    @property
-    def section(self) -> str: ...
-    @property
-    def page(self) -> int | None: ...
-    @property
-    def text(self) -> str: ...
-    @property
-    def similarity(self) -> float: ...
 
 
 class GenerationResult(Protocol):
@@ -66,7 +52,6 @@ class ModelClient(Protocol):
     ) -> GenerationResult: ...
 
 
-Search = Callable[[str, Sequence[float]], Awaitable[Sequence[SearchHit]]]
 KbVersion = Callable[[], Awaitable[int]]
 
 
@@ -147,7 +132,8 @@ class Answerer:
     """Answers one question at a time; the scheduler decides which and when.
 
     With a cache (and the knowledge base's version to key it on), a question close enough to
-    one answered before is answered after retrieval without the model (gateway/answer_cache.py).
+    one answered before is answered after retrieval without the model
+    (gateway/questions/answer_cache.py).
     """
 
     def __init__(

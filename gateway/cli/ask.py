@@ -19,6 +19,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gateway.cli.exits import EXIT_ERROR_REPLY, EXIT_OK, EXIT_TIMEOUT
 from gateway.config import Settings, read_secret_file
 from models.answer import Answer
 from models.errors import ErrorReply
@@ -117,7 +118,6 @@ def ask_command(
     username: str | None,
     password_file: Path | None,
 ) -> int:
-    from gateway.cli import EXIT_ERROR_REPLY, EXIT_OK, EXIT_TIMEOUT
 
     password = read_secret_file(password_file).get_secret_value() if password_file else None
     try:
