@@ -71,5 +71,10 @@ class ModelNotFound(GatewayError):
     """A configured or bundled model file is missing; the message says how to install it."""
 
 
+class ModelUnusable(ModelNotFound):
+    """A configured model file exists but cannot serve: not GGUF, no chat template, or too large
+    for the memory the worker may use. The message says what to change."""
+
+
 class KnowledgeBaseError(GatewayError):
     """The knowledge base cannot be opened or is incompatible with the embedding model."""

@@ -14,6 +14,7 @@ from gateway.config import WorkerConfig
 from gateway.errors import ModelNotFound
 from gateway.logging import get_logger
 from gateway.worker.confinement import Confinement, ConfinementChoice, Limits, create_confinement
+from gateway.worker.model_check import check_generation_model, service_memory_max
 from gateway.worker.process import SpawnSpec, build_argv, plan_threads, worker_env
 
 log = get_logger(__name__)
@@ -36,9 +37,23 @@ def plan_launch(
     allow_test_ops: bool,
 ) -> Launch:
     """Check the models, size the threads, create the cgroup (or say why not) and the argv."""
-    for path in (generation_model, embedding_model):
-        if not path.is_file():
-            raise ModelNotFound(f"model file {path} does not exist")
+    if not embedding_model.is_file():
+        raise ModelNotFound(f"model file {embedding_model} does not exist")
+    model = check_generation_model(
+        generation_model,
+        embedding_model=embedding_model,
+        memory_limit_mb=cfg.memory_limit_mb,
+        unit_memory_max=service_memory_max(),
+    )
+    log.info(
+        "worker.model_checked",
+        model=str(model.path),
+        name=model.name,
+        architecture=model.architecture,
+        size_mb=model.size_bytes >> 20,
+        needed_mb=model.needed_bytes >> 20,
+        memory_limit_mb=cfg.memory_limit_mb,
+    )
     plan = plan_threads(cfg.n_threads, cfg.cpu_quota_percent)
     if plan.clamped:
         log.warning(
