@@ -12,6 +12,7 @@ first (tests/test_architecture.py checks it on every `make test`):
     gateway.worker             the confined llama.cpp worker, its supervisor and the scheduler
     gateway.questions          the question path: intake, journal, answering, outbox
     gateway.diagnosis          device alarms to diagnoses for SCADA
+    gateway.evaluation         `edge-gateway eval`: question sets, scoring, the acceptance test
     gateway.ops                health, metrics, Prometheus, systemd notify, reload, signals
     adapters                   MQTT and NATS, one class per transport
     gateway.app                the one composition root

@@ -111,13 +111,7 @@ class Gateway:
             answerer = self.answerer = Answerer(
                 worker,
                 kb.search,
-                AnswerPolicy(
-                    similarity_threshold=s.kb.similarity_threshold,
-                    fallback_text=s.kb.fallback_text,
-                    n_ctx=s.worker.n_ctx,
-                    max_tokens=s.worker.max_tokens,
-                    temperature=s.worker.temperature,
-                ),
+                AnswerPolicy.from_settings(s),
                 **self._answer_cache(kb),
             )
             scheduler = PriorityScheduler(

@@ -5,7 +5,7 @@ status and health, and their JSON Schema export (schema.py). It imports only pyd
 standard library: every other room may import it, it imports none of them.
 """
 
-from models.answer import Answer, Latency, PartialAnswer, Source, Usage
+from models.answer import Answer, AnswerCheck, Latency, PartialAnswer, Source, Usage
 from models.base import SCHEMA_VERSION
 from models.device import (
     DEVICE_EVENT_ADAPTER,
@@ -26,6 +26,7 @@ __all__ = [
     "AlarmCleared",
     "AlarmRaised",
     "Answer",
+    "AnswerCheck",
     "DeviceEvent",
     "Diagnosis",
     "DiagnosisDraft",

@@ -22,6 +22,13 @@ class Source(WireModel):
     page: NonNegativeInt | None = Field(default=None, description="1-based page (PDF only).")
     score: Score = Field(description="Cosine similarity of the chunk to the question (-1..1).")
     chunk_id: NonNegativeInt = Field(description="Stable id of the chunk in the knowledge base.")
+    quote: Annotated[str, Field(max_length=1024)] = Field(
+        default="",
+        description=(
+            "The sentences of this chunk that best answer the question, an exact substring of "
+            "the chunk's text: the manual's own lines, to show as they are. Empty when none fits."
+        ),
+    )
 
 
 class Usage(WireModel):
@@ -40,12 +47,48 @@ class Latency(WireModel):
     total_ms: NonNegativeFloat = Field(description="From receipt to the answer being ready.")
 
 
-class PartialAnswer(WireModel):
-    """A piece of an answer while the model is still writing it: best effort, QoS 0.
+AnswerMode = Literal["extractive", "generative", "checked"]
 
-    Concatenated in `seq` order, the pieces are a prefix of the final answer's text (before its
-    surrounding whitespace is trimmed). A gap in `seq` means a piece was lost on the way; the
-    final Answer, sent afterwards at QoS 1, is always complete and is the one to keep.
+
+class AnswerCheck(WireModel):
+    """How the answer text was made and what the grounding check found."""
+
+    mode: AnswerMode = Field(
+        description=(
+            "extractive: the text is built from the quotes, no model call; generative: model "
+            "text, checked but published as written; checked: model text whose unsupported "
+            "sentences were removed, or replaced by the extractive text."
+        )
+    )
+    unsupported: tuple[Annotated[str, Field(max_length=1024)], ...] = Field(
+        default=(),
+        max_length=32,
+        description=(
+            "Generated sentences the cited excerpts do not support (a figure, code, part "
+            "number, path or setting they lack, or a claim no excerpt sentence carries). In "
+            "checked mode none of them is in `text`."
+        ),
+    )
+    replaced: bool = Field(
+        default=False,
+        description="Checked mode: nothing generated passed, the text is the extractive answer.",
+    )
+    stopped: Literal["loop"] | None = Field(
+        default=None,
+        description="loop: the model started repeating itself and was stopped; the repeats "
+        "are not in `text`.",
+    )
+
+
+class PartialAnswer(WireModel):
+    """A piece of an answer while it is being made: best effort, QoS 0.
+
+    The first piece (`stage` quote, seq 0) is the best quote of the manual, sent right after
+    retrieval and before any model token; `source` says where it is from. The pieces of `stage`
+    text that follow, concatenated in `seq` order, are a prefix of the final answer's text
+    (before its surrounding whitespace is trimmed); in checked mode each is a whole sentence
+    that passed the grounding check. A gap in `seq` means a piece was lost on the way; the final
+    Answer, sent afterwards at QoS 1, is always complete and is the one to keep.
     """
 
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -54,8 +97,12 @@ class PartialAnswer(WireModel):
     terminal_id: Identifier
     seq: NonNegativeInt = Field(description="0 for the first piece, then +1 per piece sent.")
     text: Annotated[str, Field(max_length=32_768)] = Field(
-        description="The text written since the previous piece."
+        description="The text written since the previous piece (stage text), or the quote."
     )
+    stage: Literal["quote", "text"] = Field(
+        default="text", description="quote: the manual's own lines; text: the answer text."
+    )
+    source: Source | None = Field(default=None, description="Where the quote is from.")
 
 
 class Answer(WireModel):
@@ -78,7 +125,19 @@ class Answer(WireModel):
         ),
     )
     model: ShortText = Field(
-        description="Generation model that wrote the text (empty for fallbacks)."
+        description="Generation model that wrote the text (empty for fallbacks and extractive "
+        "answers)."
+    )
+    grounded: bool = Field(
+        default=False,
+        description=(
+            "True when every sentence of `text` is supported by the cited excerpts: quotes "
+            "(extractive), or generated sentences that passed the grounding check. False for "
+            "fallbacks and for generative text that failed it (see `check.unsupported`)."
+        ),
+    )
+    check: AnswerCheck | None = Field(
+        default=None, description="How the text was made and checked; null for fallbacks."
     )
     usage: Usage = Usage()
     latency: Latency

@@ -77,6 +77,22 @@ class Counters(WireModel):
         description="Journal writes that failed (e.g. disk full); the questions stay "
         "unacknowledged and are retried.",
     )
+    extractive: NonNegativeInt = Field(
+        default=0, description="Answers built from the manual's quotes, without the model."
+    )
+    checked: NonNegativeInt = Field(
+        default=0, description="Generated answers that went through the grounding check."
+    )
+    unsupported: NonNegativeInt = Field(
+        default=0, description="Generated answers in which the check found unsupported sentences."
+    )
+    replaced: NonNegativeInt = Field(
+        default=0,
+        description="Checked answers replaced by the extractive answer (nothing generated passed).",
+    )
+    loops_stopped: NonNegativeInt = Field(
+        default=0, description="Generations stopped because the model repeated itself."
+    )
 
 
 class DiagnosisCounters(WireModel):

@@ -35,6 +35,7 @@ ROOMS = (
     "gateway.worker",
     "gateway.questions",
     "gateway.diagnosis",
+    "gateway.evaluation",
     "gateway.ops",
     "adapters",
     "gateway.app",

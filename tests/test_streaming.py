@@ -1,5 +1,6 @@
-"""Issue 7: partial answers while the model writes, over MQTT (plain and MQTT 5 request/response)
-and NATS core request/reply; the final answer stays complete and is sent as before."""
+"""Partial answers over MQTT (plain and MQTT 5 request/response) and NATS core request/reply:
+the best quote first, then the answer text while the model writes; the final answer stays
+complete and is sent as before. Generative mode, so that model text is streamed."""
 
 from __future__ import annotations
 
@@ -24,11 +25,20 @@ def stream_payload(qid: str, text: str) -> bytes:
     return json.dumps({"id": qid, "text": text, "stream": True}).encode()
 
 
-def assert_partials_spell_the_answer(pieces: list[dict[str, object]], final: str) -> None:
+def assert_partials_spell_the_answer(
+    pieces: list[dict[str, object]], final: dict[str, object]
+) -> None:
+    """The quote first (one of the answer's sources, with its quote), then text pieces that
+    spell the final text."""
     assert len(pieces) >= 2, pieces
     assert [p["seq"] for p in pieces] == list(range(len(pieces)))
     assert all(p["kind"] == "partial" for p in pieces)
-    assert "".join(str(p["text"]) for p in pieces).strip() == final
+    quote, *text = pieces
+    assert quote["stage"] == "quote"
+    assert quote["source"] in final["sources"]
+    assert quote["text"] == quote["source"]["quote"]  # type: ignore[index]
+    assert [p["stage"] for p in text] == ["text"] * len(text)
+    assert "".join(str(p["text"]) for p in text).strip() == final["text"]
 
 
 def partials(t: Terminal, topic: str, qid: str) -> list[Reply]:
@@ -39,7 +49,11 @@ async def test_mqtt_partials_arrive_in_order_and_the_final_answer_is_complete(
     mosquitto: Mosquitto, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(
-        mosquitto, "answer_cache.enabled=false", "streaming.terminals=t3", "worker.max_tokens=32"
+        mosquitto,
+        "answer_cache.enabled=false",
+        "streaming.terminals=t3",
+        "worker.max_tokens=32",
+        "answer.mode=generative",
     )
     async with (
         GatewayRunner(settings) as gw,
@@ -53,7 +67,7 @@ async def test_mqtt_partials_arrive_in_order_and_the_final_answer_is_complete(
         assert final["kind"] == "answer"
         assert final["fallback"] is False
         pieces = partials(t1, t1.answer_topic + "/partial", "s-1")
-        assert_partials_spell_the_answer([p.json for p in pieces], final["text"])
+        assert_partials_spell_the_answer([p.json for p in pieces], final)
         assert all(p.correlation is None for p in pieces)
 
         # MQTT 5 request/response: partials below the response topic, with the correlation data;
@@ -65,7 +79,7 @@ async def test_mqtt_partials_arrive_in_order_and_the_final_answer_is_complete(
         final = (await t1.wait_for("s-2", topic=rr)).json
         assert final["kind"] == "answer"
         pieces = partials(t1, rr + "/partial", "s-2")
-        assert_partials_spell_the_answer([p.json for p in pieces], final["text"])
+        assert_partials_spell_the_answer([p.json for p in pieces], final)
         assert {p.correlation for p in pieces} == {b"c7"}
         assert [r.json["kind"] for r in t1.replies if r.topic == rr] == ["answer"]
 
@@ -77,7 +91,7 @@ async def test_mqtt_partials_arrive_in_order_and_the_final_answer_is_complete(
         qid3 = await t3.ask(E203)
         final = (await t3.wait_for(qid3, topic=t3.answer_topic)).json
         pieces = partials(t3, t3.answer_topic + "/partial", qid3)
-        assert_partials_spell_the_answer([p.json for p in pieces], final["text"])
+        assert_partials_spell_the_answer([p.json for p in pieces], final)
 
         await asyncio.sleep(0.3)  # anything late would have arrived by now
         assert [r.topic for r in t2.replies] == [t2.answer_topic]
@@ -93,13 +107,14 @@ async def test_nats_partials_go_to_the_answer_subject_and_the_answer_to_the_inbo
         f'nats.servers=["{nats_server.url}"]',
         "answer_cache.enabled=false",
         "worker.max_tokens=32",
+        "answer.mode=generative",
     )
     async with GatewayRunner(settings), nats_terminal(nats_server.url, "t1") as t:
         msg = await t.nc.request(t.question_subject, stream_payload("ns-1", E203), timeout=120)
         final = json.loads(msg.data)
         assert final["kind"] == "answer"
         pieces = [r for s, r in t.replies if s == t.answer_subject + ".partial"]
-        assert_partials_spell_the_answer(pieces, final["text"])
+        assert_partials_spell_the_answer(pieces, final)
         assert all(r["question_id"] == "ns-1" for r in pieces)
 
         # Not asked for: the inbox gets the answer, the answer subject nothing at all.

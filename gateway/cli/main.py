@@ -60,6 +60,28 @@ def _parser() -> argparse.ArgumentParser:
         "import", help="restore a backup (refused if its embedding model differs from ours)"
     )
     restore.add_argument("file", type=Path)
+    hit_test = kb_sub.add_parser(
+        "search", help="what a question retrieves: chunks, scores and quotes, without the model"
+    )
+    hit_test.add_argument("question")
+    hit_test.add_argument("--top-k", type=int, help="chunks to show (default: kb.top_k)")
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="the acceptance test: answer a question set (JSONL) and score it",
+        description='Each line: {"id", "question", "expected_document" (null: must '
+        'fall back), "key_facts": [acceptable variants]}. Runs in process against the '
+        "configured knowledge base and model.",
+    )
+    evaluate.add_argument("questions", type=Path)
+    evaluate.add_argument(
+        "--mode",
+        dest="modes",
+        action="append",
+        choices=["extractive", "generative", "checked"],
+        help="answer mode(s) to run (repeatable; default: answer.mode)",
+    )
+    evaluate.add_argument("--out", type=Path, help="write results.jsonl and totals.json here")
 
     ask = sub.add_parser("ask", help="ask over MQTT exactly as a terminal would")
     ask.add_argument("question")
@@ -134,6 +156,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             username=args.username,
             password_file=args.password_file,
         )
+    if command == "eval":
+        from gateway.cli.evaluate import evaluate
+
+        return evaluate(
+            settings, args.questions, modes=args.modes or [settings.answer.mode], out=args.out
+        )
     return _dispatch_kb(args, settings)
 
 
@@ -149,8 +177,15 @@ def _dispatch_kb(args: argparse.Namespace, settings: Settings) -> int:
         "calibrate": lambda: kb_commands.calibrate(settings, args.questions),
         "export": lambda: kb_commands.export(settings, args.file),
         "import": lambda: kb_commands.import_(settings, args.file),
+        "search": lambda: _hit_test(settings, args),
     }
     return handlers[args.kb_command]()
+
+
+def _hit_test(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.cli.evaluate import search
+
+    return search(settings, args.question, top_k=args.top_k)
 
 
 def _run(settings: Settings, *, allow_test_ops: bool, reload: Callable[[], Settings]) -> int:

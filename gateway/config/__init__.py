@@ -10,6 +10,7 @@ every other room may import it. Precedence, highest first: `--set key.path=value
 
 from gateway.config.answering import (
     AnswerCacheConfig,
+    AnswerConfig,
     JournalConfig,
     KnowledgeBaseConfig,
     QueueConfig,
@@ -44,6 +45,7 @@ __all__ = [
     "DEFAULT_CONFIG_PATHS",
     "ENV_PREFIX",
     "AnswerCacheConfig",
+    "AnswerConfig",
     "ConfigFileError",
     "DiagnosisConfig",
     "HealthConfig",

@@ -32,7 +32,12 @@ class KnowledgeBaseConfig(Section):
     )
     chunk_chars: int = Field(default=1_200, ge=200, le=8_000)
     chunk_overlap_chars: int = Field(default=150, ge=0, le=2_000)
-    top_k: int = Field(default=4, ge=1, le=16)
+    top_k: int = Field(
+        default=6,
+        ge=1,
+        le=16,
+        description="Chunks retrieved per question; each gets its best quote.",
+    )
     similarity_threshold: float = Field(
         default=0.30,
         ge=-1.0,
@@ -42,12 +47,61 @@ class KnowledgeBaseConfig(Section):
             "Calibrated for all-MiniLM-L6-v2; rerun `edge-gateway kb calibrate` for another model."
         ),
     )
+    weak_similarity: float = Field(
+        default=0.45,
+        ge=-1.0,
+        le=1.0,
+        description=(
+            "Below this best similarity, a question naming something (a product, an acronym) "
+            "that no retrieved excerpt mentions falls back: it is about something else. Codes "
+            "such as P9 or E999 that no excerpt mentions fall back at any similarity."
+        ),
+    )
     fallback_text: str = Field(
         default=(
             "I could not find this in the plant documentation. Please contact technical support."
         ),
         min_length=1,
         max_length=2_000,
+    )
+
+
+class AnswerConfig(Section):
+    """How the answer text is made: the manual's own lines first, model text only if checked."""
+
+    mode: Literal["extractive", "generative", "checked"] = Field(
+        default="checked",
+        description=(
+            "extractive: the answer is the best quotes, no model call; generative: model text, "
+            "checked but published as written; checked: model text with every sentence checked "
+            "against the excerpts, what fails removed, replaced by the quotes if nothing passes."
+        ),
+    )
+    quotes: int = Field(default=3, ge=1, le=6, description="Quotes in an extractive answer.")
+    quote_max_chars: int = Field(
+        default=400, ge=80, le=1_000, description="Longest quote taken from one chunk."
+    )
+    prompt_budget_tokens: int = Field(
+        default=240,
+        ge=64,
+        le=16_384,
+        description=(
+            "Excerpt tokens in the prompt: the best sentences of the retrieved chunks up to this "
+            "many tokens, instead of whole chunks (a small model condenses 2-3 sentences well "
+            "and reads 1,200 tokens badly; shorter prompts are faster too)."
+        ),
+    )
+    support_threshold: float = Field(
+        default=0.6,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "A generated sentence is supported when this share of its content words is in one "
+            "excerpt sentence (or two adjacent ones); see README, What a terminal shows."
+        ),
+    )
+    repeat_penalty: float = Field(
+        default=1.1, ge=1.0, le=2.0, description="llama.cpp's repeat penalty for answers."
     )
 
 
@@ -76,7 +130,13 @@ class WorkerConfig(Section):
             "prompt is evaluated from scratch (for benchmarks)."
         ),
     )
-    max_tokens: int = Field(default=192, ge=1, le=8_192)
+    max_tokens: int = Field(
+        default=96,
+        ge=1,
+        le=8_192,
+        description="Answer length cap in tokens: 1-3 sentences need 20-60; a loop is stopped "
+        "earlier anyway.",
+    )
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
     request_timeout_s: float = Field(default=60.0, gt=0)
     start_timeout_s: float = Field(default=60.0, gt=0)

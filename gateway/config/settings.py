@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 from gateway.config.answering import (
     AnswerCacheConfig,
+    AnswerConfig,
     JournalConfig,
     KnowledgeBaseConfig,
     QueueConfig,
@@ -62,6 +63,7 @@ class Settings(BaseSettings):
     nats: NatsConfig = NatsConfig()
     journal: JournalConfig = JournalConfig()
     kb: KnowledgeBaseConfig = KnowledgeBaseConfig()
+    answer: AnswerConfig = AnswerConfig()
     worker: WorkerConfig = WorkerConfig()
     queue: QueueConfig = QueueConfig()
     answer_cache: AnswerCacheConfig = AnswerCacheConfig()

@@ -21,7 +21,8 @@ from typing import Literal, Protocol
 from pydantic import ValidationError
 
 from gateway.logging import get_logger
-from gateway.questions.answering import GenerationResult, to_source
+from gateway.questions.answering import GenerationResult
+from gateway.questions.answers import to_source
 from gateway.questions.prompt import ContextChunk, render_excerpt
 from gateway.rag.search import Search, SearchHit
 from models.answer import Source

@@ -90,6 +90,23 @@ class GatewayCollector(Collector):
         for outcome in OUTCOMES:
             answers.add_metric([outcome], getattr(counters, outcome))
         yield answers
+        grounding = CounterMetricFamily(
+            f"{PREFIX}_answer_checks",
+            "Fresh answers by how their text was made and checked: extractive (quotes, no "
+            "model), checked (generated, went through the check), unsupported (the check found "
+            "unsupported sentences), replaced (nothing generated passed: quotes sent), "
+            "loop_stopped (the model repeated itself and was stopped)",
+            labels=["result"],
+        )
+        for result, count in (
+            ("extractive", m.extractive),
+            ("checked", m.checked),
+            ("unsupported", m.unsupported),
+            ("replaced", m.replaced),
+            ("loop_stopped", m.loops_stopped),
+        ):
+            grounding.add_metric([result], count)
+        yield grounding
         yield CounterMetricFamily(f"{PREFIX}_model_runs", "Generation calls", value=m.model_runs)
         stages = _histogram("stage_latency_seconds", "Answer latency per stage", ["stage"])
         for stage, hist in m.stage_seconds.items():

@@ -1,7 +1,8 @@
 """SIGHUP: re-read the configuration and apply what can change without a restart.
 
 Reloadable (read per question or per search, nothing holds on to them): the similarity
-threshold, the fallback text, top_k, max_tokens and temperature, the log level, and the
+threshold, the fallback text, top_k, max_tokens and temperature, the [answer] section, the log
+level, and the
 knowledge-base path (the new file is opened before the old one is let go). Everything else
 (broker, topics, worker model and limits, journal, metrics listener...) is wired into objects
 built at start; a change there is reported as "needs restart" and not applied, so the running
@@ -12,7 +13,6 @@ An invalid new configuration changes nothing; the errors are logged with their k
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.config import ConfigFileError, Settings
 from gateway.logging import configure_logging, get_logger
+from gateway.questions.answering import AnswerPolicy
 
 if TYPE_CHECKING:
     from gateway.ops.view import GatewayView
@@ -31,9 +32,16 @@ RELOADABLE = frozenset(
         "kb.similarity_threshold",
         "kb.fallback_text",
         "kb.top_k",
+        "kb.weak_similarity",
         "kb.path",
         "worker.max_tokens",
         "worker.temperature",
+        "answer.mode",
+        "answer.quotes",
+        "answer.quote_max_chars",
+        "answer.prompt_budget_tokens",
+        "answer.support_threshold",
+        "answer.repeat_penalty",
         "log.level",
     }
 )
@@ -106,13 +114,7 @@ async def reload_settings(gateway: GatewayView, load: Callable[[], Settings]) ->
     if gateway.kb is not None:
         gateway.kb.top_k = candidate.kb.top_k
     if gateway.answerer is not None:
-        gateway.answerer.policy = dataclasses.replace(
-            gateway.answerer.policy,
-            similarity_threshold=candidate.kb.similarity_threshold,
-            fallback_text=candidate.kb.fallback_text,
-            max_tokens=candidate.worker.max_tokens,
-            temperature=candidate.worker.temperature,
-        )
+        gateway.answerer.policy = AnswerPolicy.from_settings(candidate)
         if gateway.answerer.cache is not None and apply - {"log.level"}:
             # Another KB file may carry the same version number, and other top_k, max_tokens
             # or temperature would have produced other answers: start over.

@@ -11,7 +11,7 @@ import bisect
 from collections import deque
 from dataclasses import dataclass, field
 
-from models.answer import Latency
+from models.answer import AnswerCheck, Latency
 from models.health import Counters, LatencySummary
 
 WINDOW = 512
@@ -78,6 +78,11 @@ class Metrics:
     rate_limited: int = 0
     model_runs: int = 0
     journal_write_failures: int = 0
+    extractive: int = 0
+    checked: int = 0
+    unsupported: int = 0
+    replaced: int = 0
+    loops_stopped: int = 0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     tokens_per_s: deque[float] = field(default_factory=lambda: deque(maxlen=64))
     stage_seconds: dict[str, Histogram] = field(default_factory=_stage_histograms)
@@ -102,6 +107,18 @@ class Metrics:
             self.tokens_generated += completion_tokens
             self.generate_seconds += gen_s
 
+    def observe_check(self, check: AnswerCheck | None) -> None:
+        """How a fresh (not cached) answer's text was made and what its check found."""
+        if check is None:
+            return
+        if check.mode == "extractive":
+            self.extractive += 1
+            return
+        self.checked += 1
+        self.unsupported += bool(check.unsupported)
+        self.replaced += check.replaced
+        self.loops_stopped += check.stopped == "loop"
+
     def counters(self) -> Counters:
         return Counters(
             received=self.received,
@@ -115,6 +132,11 @@ class Metrics:
             rejected=self.rejected,
             rate_limited=self.rate_limited,
             journal_write_failures=self.journal_write_failures,
+            extractive=self.extractive,
+            checked=self.checked,
+            unsupported=self.unsupported,
+            replaced=self.replaced,
+            loops_stopped=self.loops_stopped,
         )
 
     def latency(self) -> LatencySummary:

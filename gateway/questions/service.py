@@ -25,7 +25,8 @@ from gateway.config import LimitsConfig
 from gateway.errors import GatewayError, WorkerUnavailable
 from gateway.executor import SerialExecutor
 from gateway.logging import get_logger
-from gateway.questions.answering import Answerer, QuestionContext, fallback_answer
+from gateway.questions.answering import Answerer
+from gateway.questions.answers import QuestionContext, fallback_answer
 from gateway.questions.journal import Journal, JournalEntry, Recorded, RecordOutcome
 from gateway.questions.metrics import Metrics
 from gateway.questions.outbox import Outbox, error_reply, settle_one
@@ -366,10 +367,11 @@ class QuestionService:
                 ctx,
                 before_generate=count_run,
                 on_token=partials.on_token if partials is not None else None,
+                on_quote=partials.quote if partials is not None else None,
             )
         except WorkerUnavailable as exc:
             bound.warning("question.degraded_fallback", error=exc.message)
-            answer = fallback_answer(ctx, self._answerer.policy, retrieve_s=0.0)
+            answer = fallback_answer(ctx, self._answerer.policy.fallback_text, retrieve_s=0.0)
         except GatewayError as exc:
             self.metrics.failed += 1
             bound.warning("question.failed", code=str(exc.code), error=exc.message)
@@ -390,6 +392,7 @@ class QuestionService:
             self.metrics.fallback += 1
         else:
             self.metrics.answered += 1
+            self.metrics.observe_check(answer.check)
         self.metrics.observe_answer(answer.latency, answer.usage.completion_tokens)
         bound.info(
             "question.answered",
@@ -398,6 +401,7 @@ class QuestionService:
             sources=len(answer.sources),
             total_ms=round(answer.latency.total_ms, 1),
             completion_tokens=answer.usage.completion_tokens,
+            grounded=answer.grounded,
         )
         await self._outbox.deliver(entry, "answer", answer.model_dump_json().encode(), final=True)
 

@@ -1,4 +1,4 @@
-"""Partial answers: the model's text sent in sequence-numbered pieces while it is written.
+"""Partial answers: the best quote at once, then the answer text in sequence-numbered pieces.
 
 A technician staring at a silent screen for seconds assumes the box is broken; the first words
 after a few hundred milliseconds say it is not. Partials are a courtesy, never a promise:
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gateway.logging import get_logger
-from models.answer import PartialAnswer
+from models.answer import PartialAnswer, Source
 
 log = get_logger(__name__)
 
@@ -35,6 +35,25 @@ class PartialStream:
         self.merged = 0
         """Times a piece could not be sent and was merged into the next one."""
         self.chars_sent = 0
+
+    def quote(self, source: Source) -> None:
+        """The manual's best lines, right after retrieval and before any model token: what a
+        technician reads while the rest is made. Not merged into later text when the bus does
+        not take it: the final answer carries the same quote in its sources."""
+        payload = (
+            PartialAnswer(
+                question_id=self._question_id,
+                terminal_id=self._terminal_id,
+                seq=self.sent,
+                text=source.quote,
+                stage="quote",
+                source=source,
+            )
+            .model_dump_json()
+            .encode()
+        )
+        if self._try(payload):
+            self.sent += 1
 
     def on_token(self, text: str) -> None:
         self._pending += text
@@ -66,14 +85,16 @@ class PartialStream:
             .model_dump_json()
             .encode()
         )
-        try:
-            taken = self._publish(payload)
-        except Exception as exc:  # a courtesy must never fail the answer
-            log.warning("answer.partial_failed", question_id=self._question_id, error=repr(exc))
-            taken = False
-        if taken:
+        if self._try(payload):
             self.sent += 1
             self.chars_sent += len(self._pending)
             self._pending = ""
         else:
             self.merged += 1
+
+    def _try(self, payload: bytes) -> bool:
+        try:
+            return self._publish(payload)
+        except Exception as exc:  # a courtesy must never fail the answer
+            log.warning("answer.partial_failed", question_id=self._question_id, error=repr(exc))
+            return False

@@ -88,6 +88,8 @@ class WorkerClient(ABC):
         stop: Sequence[str] = (),
         timeout_s: float | None = None,
         json_schema: str | None = None,
+        repeat_penalty: float = 1.0,
+        stop_on_loop: bool = False,
     ) -> Generation:
         """Generate a reply. With `on_token`, text arrives as it is produced (concatenated, it
         equals the final text). ContextOverflow if prompt + max_tokens exceed the context.
@@ -100,6 +102,8 @@ class WorkerClient(ABC):
             stream=on_token is not None,
             stop=list(stop),
             json_schema=json_schema,
+            repeat_penalty=repeat_penalty,
+            stop_on_loop=stop_on_loop,
         )
         reply = await self._call(request, timeout_s=self._timeout(timeout_s), on_token=on_token)
         done = expect(reply, DoneEvent)

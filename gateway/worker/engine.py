@@ -32,6 +32,7 @@ import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import LlamaGrammar
 
+from gateway.grounding.loops import RepetitionGuard
 from gateway.rag.embedder import LlamaEmbedder
 from gateway.worker.protocol import ChatMessage
 
@@ -174,6 +175,8 @@ class Engine:
         stop: Sequence[str] = (),
         on_token: Callable[[str], None] | None = None,
         json_schema: str | None = None,
+        repeat_penalty: float = 1.0,
+        stop_on_loop: bool = False,
     ) -> GenerationResult:
         """Generate a reply; `on_token` gets each piece of text as soon as it is final.
 
@@ -182,6 +185,9 @@ class Engine:
         With `json_schema`, llama.cpp's grammar sampler only lets through tokens that keep the
         output a prefix of a document valid for the schema; once it is complete, only
         end-of-generation remains possible. A `length` finish can still cut it short.
+        With `stop_on_loop`, generation ends as soon as the text starts repeating itself
+        (finish `loop`), and the returned text ends before the first repeat: a small model
+        otherwise loops until max_tokens, which costs seconds and is never published anyway.
         """
         grammar = self.grammars.get(json_schema) if json_schema is not None else None
         tokens = self.prompt_tokens(messages)
@@ -195,6 +201,7 @@ class Engine:
         pending = ""
         completion = 0
         finish = "length"
+        guard = RepetitionGuard() if stop_on_loop else None
         if not self.prefix_reuse:
             # Forget the evaluated tokens: llama.cpp then drops the whole KV cache and
             # evaluates the prompt from its first token (the baseline of `make bench`).
@@ -208,7 +215,7 @@ class Engine:
             top_p=_TOP_P,
             min_p=_MIN_P,
             temp=temperature,
-            repeat_penalty=1.0,
+            repeat_penalty=repeat_penalty,
             grammar=grammar,
         ):
             if first is None:
@@ -228,6 +235,10 @@ class Engine:
             if ready:
                 pieces.append(ready)
                 emit(ready)
+                if guard is not None and guard.feed(ready):
+                    finish = "loop"
+                    pending = ""
+                    break
             if completion >= max_tokens:
                 break
         pending += decoder.decode(b"", final=True)
@@ -238,7 +249,7 @@ class Engine:
         first = first or ended
         perf = llama_cpp.llama_perf_context(self._llm.ctx)
         return GenerationResult(
-            text="".join(pieces),
+            text=guard.text if guard is not None and finish == "loop" else "".join(pieces),
             prompt_tokens=n_prompt,
             completion_tokens=completion,
             prompt_ms=(first - started) * 1000.0,

@@ -183,6 +183,12 @@ class GenerateRequest(_Message):
     stop: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=8)
     ] = []
+    repeat_penalty: Annotated[float, Field(ge=1.0, le=2.0)] = 1.0
+    stop_on_loop: bool = Field(
+        default=False,
+        description="Stop generating when the text starts repeating itself (finish_reason loop); "
+        "the repeats are cut from the text.",
+    )
     json_schema: Annotated[str, Field(min_length=2, max_length=65_536)] | None = Field(
         default=None,
         description="A JSON Schema (as JSON text): sampling is constrained by llama.cpp to output "
@@ -263,7 +269,7 @@ class DoneEvent(_Message):
     prompt_ms: float
     generate_ms: float
     prompt_eval_tokens: int | None = None
-    finish_reason: Literal["stop", "length"] = "stop"
+    finish_reason: Literal["stop", "length", "loop"] = "stop"
 
 
 class ProbeReply(_Message):

@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
@@ -83,6 +83,13 @@ def run(sock: socket.socket, args: argparse.Namespace) -> int:
     finally:
         engine.close()
     return EXIT_PARENT_GONE
+
+
+_FINISH: dict[str, Literal["stop", "length", "loop"]] = {
+    "stop": "stop",
+    "length": "length",
+    "loop": "loop",
+}
 
 
 class Server:
@@ -172,6 +179,8 @@ class Server:
                 stop=request.stop,
                 on_token=on_token if request.stream else None,
                 json_schema=request.json_schema,
+                repeat_penalty=request.repeat_penalty,
+                stop_on_loop=request.stop_on_loop,
             )
         except SchemaGrammarError as exc:
             return ErrorReply(id=request.id, error="bad_schema", message=str(exc)[:2000])
@@ -191,7 +200,7 @@ class Server:
             prompt_ms=round(result.prompt_ms, 3),
             generate_ms=round(result.generate_ms, 3),
             prompt_eval_tokens=result.prompt_eval_tokens,
-            finish_reason="stop" if result.finish_reason == "stop" else "length",
+            finish_reason=_FINISH.get(result.finish_reason, "length"),
         )
 
     def _send(self, message: BaseModel) -> None:

@@ -18,11 +18,13 @@ from typing import Any
 
 import psutil
 
+from gateway.config import Settings
 from gateway.logging import configure_logging
 from gateway.rag.embedding_model import resolve_embedding_model
 from gateway.rag.opening import generation_model_path
 from gateway.worker.engine import resolve_threads
 from tests.bench import charts, concurrency, diagnosis, e2e, footprint, prefix, retrieval
+from tests.bench.quality import bench as quality
 from tests.bench.stats import Summary, ratio
 
 
@@ -229,12 +231,29 @@ def main() -> None:
     parser.add_argument(
         "--only-diagnosis", action="store_true", help="run only the device-event benchmark"
     )
+    parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument(
+        "--only-quality", action="store_true", help="run only the answer-quality benchmark"
+    )
     args = parser.parse_args()
     levels = tuple(int(x) for x in args.levels.split(",") if x.strip())
     args.out.mkdir(parents=True, exist_ok=True)
     cache = Path.home() / ".cache" / "edge-gateway" / "bench"
     cache.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
+    quality_text = ""
+    if not args.skip_quality:
+        e2e.progress("answer quality: every mode on two document sets")
+        with tempfile.TemporaryDirectory() as tmp:
+            quality_result = quality.run(Path(tmp), cache)
+        quality_text = "\n".join(
+            quality.report_lines(quality_result, default_mode=Settings().answer.mode)
+        )
+    if args.only_quality:
+        text = "\n".join([*header(load), quality_text])
+        (args.out / "report-quality.md").write_text(text)
+        print(text)
+        return
     diag_text = ""
     if not args.skip_diagnosis:
         e2e.progress("device events")
@@ -300,7 +319,7 @@ def main() -> None:
             *retrieval_lines(retrieval_rows),
         ]
     )
-    text += "\n" + diag_text
+    text += "\n" + diag_text + "\n" + quality_text
     (args.out / "report.md").write_text(text)
     print(text)
 

@@ -67,9 +67,7 @@ def test_a_model_without_chat_template_is_refused(tmp_path: Path, embedding: Pat
         check_generation_model(model, embedding_model=embedding, memory_limit_mb=1024)
 
 
-def test_a_model_larger_than_the_memory_limit_is_refused(
-    tmp_path: Path, embedding: Path
-) -> None:
+def test_a_model_larger_than_the_memory_limit_is_refused(tmp_path: Path, embedding: Path) -> None:
     model = write_gguf(tmp_path / "big.gguf", chat_template=TEMPLATE, pad_to=2 << 30)
     with pytest.raises(ModelUnusable, match=r"worker\.memory_limit_mb is 1024") as caught:
         check_generation_model(model, embedding_model=embedding, memory_limit_mb=1024)
