@@ -88,6 +88,9 @@ def make_settings(tmp_path: Path, model_cache: Path, demo_kb_file: Path) -> Sett
             # Most tests count model runs per question and repeat the same texts; the answer
             # cache would answer those from memory. Its own tests turn it on.
             "answer_cache": {"enabled": False},
+            # The delivery tests count model runs per question: they run the path that uses
+            # the model (checked). Tests of the default (extractive) path set it themselves.
+            "answer": {"mode": "checked"},
         }
         for key, value in merge_overrides(list(overrides)).items():
             if isinstance(value, dict) and isinstance(values.get(key), dict):

@@ -4,6 +4,7 @@ run as an operator runs them, on the demo knowledge base and the real models."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -136,3 +137,16 @@ def test_kb_search_shows_chunks_scores_and_quotes_without_the_model(
     assert "quote: " in done.stdout
     assert "40 Nm" in done.stdout
     assert "worker.started" not in done.stderr  # no model worker: embeddings only
+
+
+def test_kb_calibrate_takes_an_eval_question_set(
+    tmp_path: Path, data_dir: Path, model_cache: Path
+) -> None:
+    questions = tmp_path / "set.jsonl"
+    questions.write_text("".join(json.dumps(q) + "\n" for q in TINY_SET), encoding="utf-8")
+    done = cli(data_dir, model_cache, "kb", "calibrate", str(questions))
+    assert done.returncode == 0, done.stderr
+    counts = dict(re.findall(r"^(in-domain|off-topic)\s+n=\s*(\d+)", done.stdout, re.M))
+    # 3 in-domain from the set; its 1 off-topic question beside the 32 built-in ones.
+    assert counts == {"in-domain": "3", "off-topic": "33"}
+    assert "recommended kb.similarity_threshold = " in done.stdout

@@ -58,6 +58,7 @@ async def test_sigkill_while_answering_loses_nothing_and_runs_the_model_once(
         "nats.reconnect_wait_s=0.1",
         "nats.jetstream.ack_wait_s=2",
         "worker.max_tokens=32",
+        "answer.mode=checked",  # model runs are counted per question
         "log.format=json",
     ):
         argv += ["--set", item]

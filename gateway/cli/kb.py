@@ -93,14 +93,29 @@ def remove(settings: Settings, paths: list[Path], *, missing: bool) -> int:
 
 
 def calibrate(settings: Settings, questions_file: Path) -> int:
+    from gateway.rag.calibrate import OFF_TOPIC_QUESTIONS, load_questions
     from gateway.rag.calibrate import calibrate as run_calibration
-    from gateway.rag.calibrate import load_questions
 
-    questions = load_questions(questions_file)
+    off_topic = list(OFF_TOPIC_QUESTIONS)
+    if questions_file.suffix == ".jsonl":
+        # An eval question set: its in-domain questions, and its off-topic ones beside ours.
+        from gateway.evaluation.cases import load_cases
+
+        cases = load_cases(questions_file)
+        questions = [c.question for c in cases if c.in_domain]
+        off_topic += [c.question for c in cases if not c.in_domain]
+    else:
+        questions = load_questions(questions_file)
     kb, embedding_model = open_knowledge_base(settings)
     try:
         with LlamaEmbedder(embedding_model, n_threads=1) as embedder:
-            report = run_calibration(kb, embedder.embed, questions, top_k=settings.kb.top_k)
+            report = run_calibration(
+                kb,
+                embedder.embed,
+                questions,
+                off_topic_questions=off_topic,
+                top_k=settings.kb.top_k,
+            )
     finally:
         kb.close()
     for label, dist in (("in-domain", report.in_domain), ("off-topic", report.off_topic)):

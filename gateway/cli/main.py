@@ -51,7 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     calibrate = kb_sub.add_parser(
         "calibrate", help="measure similarity scores and recommend a fallback threshold"
     )
-    calibrate.add_argument("questions", type=Path, help="file with one in-domain question a line")
+    calibrate.add_argument(
+        "questions",
+        type=Path,
+        help="one in-domain question a line, or an eval question set (.jsonl: its off-topic "
+        "questions are added to the built-in ones)",
+    )
     export = kb_sub.add_parser(
         "export", help="back up the knowledge base to one checksummed file (safe while running)"
     )

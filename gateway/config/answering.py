@@ -70,11 +70,13 @@ class AnswerConfig(Section):
     """How the answer text is made: the manual's own lines first, model text only if checked."""
 
     mode: Literal["extractive", "generative", "checked"] = Field(
-        default="checked",
+        default="extractive",
         description=(
             "extractive: the answer is the best quotes, no model call; generative: model text, "
             "checked but published as written; checked: model text with every sentence checked "
-            "against the excerpts, what fails removed, replaced by the quotes if nothing passes."
+            "against the excerpts, what fails removed, replaced by the quotes if nothing passes. "
+            "Extractive is the default: with the bundled 135M model it carries the key fact "
+            "most often and is ten times faster (make bench, section quality)."
         ),
     )
     quotes: int = Field(default=3, ge=1, le=6, description="Quotes in an extractive answer.")

@@ -103,7 +103,7 @@ class AnswerPolicy:
     n_ctx: int
     max_tokens: int
     temperature: float
-    mode: AnswerMode = "checked"
+    mode: AnswerMode = "extractive"
     quotes: int = 2
     quote_max_chars: int = 400
     prompt_budget_tokens: int = 320

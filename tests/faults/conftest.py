@@ -69,6 +69,6 @@ def write_gateway_config(directory: Path, settings: Settings, body: str) -> Path
     cache = "enabled = true" if settings.answer_cache.enabled else "enabled = false"
     path.write_text(
         f'data_dir = "{settings.data_dir}"\ncache_dir = "{settings.cache_dir}"\n{body}\n'
-        f"[answer_cache]\n{cache}\n"
+        f'[answer_cache]\n{cache}\n[answer]\nmode = "{settings.answer.mode}"\n'
     )
     return path

@@ -21,6 +21,7 @@ from typing import Any
 
 from gateway.config import Settings
 from gateway.evaluation.cases import load_cases
+from gateway.evaluation.report import TOTAL_ROWS
 from gateway.evaluation.runner import answer_case
 from gateway.evaluation.scoring import CaseResult, Totals, totals
 from gateway.executor import SerialExecutor
@@ -107,22 +108,6 @@ def run(tmp: Path, cache: Path) -> dict[str, dict[str, Totals]]:
     return out
 
 
-ROWS: tuple[tuple[str, str], ...] = (
-    ("expected document among sources", "doc_in_sources"),
-    ("expected document first", "doc_first"),
-    ("key fact in the retrieved chunks", "fact_in_chunks"),
-    ("key fact in the quotes", "fact_in_quotes"),
-    ("key fact in the answer text", "fact_in_text"),
-    ("key fact shown (quotes or text)", "fact_shown"),
-    ("answers with an unsupported statement", "unsupported_published"),
-    ("answers published with a loop", "loops_published"),
-    ("generations stopped for looping", "loops_stopped"),
-    ("generated answers replaced by quotes", "replaced"),
-    ("in-domain questions that fell back (wrong)", "wrong_fallbacks"),
-    ("off-topic questions that fell back", "off_topic_fallbacks"),
-)
-
-
 def report_lines(result: dict[str, dict[str, Totals]], default_mode: str) -> list[str]:
     lines = [
         "## Quality: answer modes side by side",
@@ -143,7 +128,7 @@ def report_lines(result: dict[str, dict[str, Totals]], default_mode: str) -> lis
             "| | " + " | ".join(labels) + " |",
             "|---" * (len(labels) + 1) + "|",
         ]
-        for label, attr in ROWS:
+        for label, attr in TOTAL_ROWS:
             lines.append(
                 f"| {label} | " + " | ".join(str(getattr(by_mode[m], attr)) for m in labels) + " |"
             )
