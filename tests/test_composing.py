@@ -4,7 +4,7 @@ output: what is published, what is caught, where a loop ends it."""
 from __future__ import annotations
 
 from gateway.grounding import Quote
-from gateway.grounding.answer_type import expectation, type_bonus
+from gateway.grounding.answer_type import expectation, kinds_in, type_bonus
 from gateway.questions.composing import (
     SentenceGate,
     choose_quotes,
@@ -129,7 +129,60 @@ def test_a_quote_without_the_asked_figure_reaches_for_the_next_sentence_that_has
     (quote,) = choose_quotes(question, [chunk], None, max_chars=400)
     assert quote is not None
     assert quote.text == chunk[quote.start : quote.end]
-    assert quote.text.endswith("Defaults to 1000.")
+    assert "Defaults to 1000." in quote.text
     (short,) = choose_quotes(question, [chunk], None, max_chars=60)
     assert short is not None
     assert "1000" not in short.text  # the value is beyond max_chars: the quote stays as chosen
+
+
+def test_a_quote_without_the_asked_default_takes_the_sentence_before_it_that_has_it() -> None:
+    chunk = (
+        "Set the maximal allowed temperature in Celsius. Once this temperature is reached the "
+        "system is stopped. Default value is 90 C. Watchdog will issue warnings once the "
+        "temperature increases 90%, 95% and 98% of this temperature."
+    )
+    question = "At what temperature does the watchdog daemon warn if max-temperature is not set?"
+    (quote,) = choose_quotes(question, [chunk], None, max_chars=400)
+    assert quote is not None
+    assert quote.text == chunk[quote.start : quote.end]
+    assert quote.text.startswith("Default value is 90 C.")
+    assert quote.text.endswith("98% of this temperature.")
+
+
+def test_a_where_question_completes_its_quote_with_the_path() -> None:
+    chunk = (
+        "Set the log directory to capture the standard output and standard error from "
+        "repair-binary and test-binary execution. Default is '/var/log/watchdog'."
+    )
+    question = "Where can I find the output of our repair and test scripts?"
+    assert expectation(question).place
+    (quote,) = choose_quotes(question, [chunk], None, max_chars=400)
+    assert quote is not None
+    assert quote.text.endswith("Default is '/var/log/watchdog'.")
+
+
+def test_the_digits_of_a_code_are_not_the_figure_a_question_asks_for() -> None:
+    expected = expectation(
+        "How long does the transfer sensor stay blocked before C3 reports a jam?"
+    )
+    assert kinds_in(expected, "Lock out C3 and clean the lens of B31.") == frozenset()
+    assert kinds_in(expected, "Sensor B31 has been covered for more than 5 seconds.") == {"number"}
+    assert kinds_in(expected, "5. Put your tag on Q31.") == frozenset(), "a step number"
+    chunk = (
+        "Sensor B31 has been covered for more than 5 seconds. Lock out C3, remove the jammed "
+        "part, clean the lens of B31 and check its alignment with the reflector."
+    )
+    (quote,) = choose_quotes(
+        "How long does the transfer sensor stay blocked before C3 reports a jam?",
+        [chunk],
+        None,
+        max_chars=400,
+    )
+    assert quote is not None
+    assert "5 seconds" in quote.text
+
+
+def test_a_default_stated_as_if_nothing_is_given_counts_as_a_default() -> None:
+    expected = expectation("Which shutdown type is used if neither sdtype nor advorder is set?")
+    assert expected.default
+    assert "default" in kinds_in(expected, "If nothing is provided, NUT will assume sdtype=0.")

@@ -2,9 +2,10 @@
 
 Manuals and man pages define a setting in one sentence and give its value in the next ("The
 number of seconds between saves. Defaults to 1800 seconds."): the defining sentence shares the
-question's words, the one with the fact does not. A question that asks "how long", "which port"
-or "by default" says what its answer looks like; a sentence holding a number, a default or a
-setting name of that kind gets a bonus. Plain patterns over English; no model.
+question's words, the one with the fact does not. A question that asks "how long", "which port",
+"where" or "by default" says what its answer looks like; a sentence holding a number, a default
+("Defaults to", "If not given, ..."), a setting name or a path of that kind gets a bonus.
+Plain patterns over English; no model.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 _NUMBER_QUESTION = re.compile(
     r"\b(how\s+(long|often|many|much|far|big|high|low|large|small|fast|old|wide|deep|heavy|hot"
@@ -26,7 +28,8 @@ _DEFAULT_QUESTION = re.compile(
     r"\b(default|by\s+default|out\s+of\s+the\s+box|leave\s+(\w+\s+){1,3}alone|leave\s+it|unset|"
     r"not\s+set|never\s+(set|told|gave|give|configured)|without\s+(setting|specifying|any|"
     r"configuring|telling)|(don't|do\s+not|didn't|did\s+not)\s+(set|add|give|configure|specify|"
-    r"change|tell|say|touch)|if\s+i\s+(don't|do\s+not)|no\s+\w+\s+(is\s+)?(given|set|configured))\b",
+    r"change|tell|say|touch)|if\s+i\s+(don't|do\s+not)|no\s+\w+\s+(is\s+)?(given|set|configured)|"
+    r"neither\b[^?.]*\bnor\b[^?.]*\b(is|are)\s+(set|given|specified|configured))\b",
     re.IGNORECASE,
 )
 _NAME_QUESTION = re.compile(
@@ -35,8 +38,18 @@ _NAME_QUESTION = re.compile(
     r"breaker|sensor|fuse|code|alarm|menu|screw|spanner|oil|driver|service|mode|value)\b",
     re.IGNORECASE,
 )
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_DEFAULT = re.compile(r"\bdefault", re.IGNORECASE)
+_STEP_MARKER = re.compile(
+    r"^[ \t]*\(?\d{1,3}[.)][ \t]", re.MULTILINE
+)  # "5. Put your tag on": no figure
+_PLACE_QUESTION = re.compile(
+    r"\b(where|(which|what)\s+(\w+\s+)?(file|directory|folder|path|location))\b", re.IGNORECASE
+)
+_NUMBER = re.compile(r"(?<![\w.-])\d+(?:[.,]\d+)*")  # not the 31 of B31: a code is a name
+_DEFAULT = re.compile(
+    r"\bdefault|\b(if|when)\s+(nothing|none|not|omitted|unset|absent)\b|\bunless\s+(set|given)",
+    re.IGNORECASE,
+)
+_PATH = re.compile(r"(?<![\w/<])(?:~|\.{0,2})/[\w.-]+(?:/[\w.*-]+)*/?")
 _NAME = re.compile(
     r"\b[a-z]+_[a-z0-9_]+\b|\b[A-Z][A-Z0-9]{1,}(?:[-_][A-Z0-9]+)+\b|\b[A-Z]{3,}\d*\b|"
     r"(?<![\w/])/[\w.-]+/[\w./-]+|--?[a-z][\w-]+|\b[A-Z]+-?\d+[A-Z0-9-]*\b"
@@ -45,6 +58,7 @@ _NAME = re.compile(
 NUMBER_BONUS = 0.5
 DEFAULT_BONUS = 0.4
 NAME_BONUS = 0.3
+PLACE_BONUS = 0.4
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +66,8 @@ class Expectation:
     number: bool
     default: bool
     name: bool
+    place: bool = False
+    """A file, directory or path ("where does it keep...", "which file")."""
     given_numbers: frozenset[str] = frozenset()
     """Numbers the question itself names ("QoS 1", "P2"): not an answer when a sentence repeats
     them."""
@@ -62,20 +78,51 @@ def expectation(question: str) -> Expectation:
         number=bool(_NUMBER_QUESTION.search(question)),
         default=bool(_DEFAULT_QUESTION.search(question)),
         name=bool(_NAME_QUESTION.search(question)),
+        place=bool(_PLACE_QUESTION.search(question)),
         given_numbers=frozenset(_NUMBER.findall(question)),
     )
 
 
+Kind = Literal["number", "default", "name", "place"]
+_BONUS: dict[Kind, float] = {
+    "number": NUMBER_BONUS,
+    "default": DEFAULT_BONUS,
+    "name": NAME_BONUS,
+    "place": PLACE_BONUS,
+}
+
+
+def expected_kinds(expected: Expectation) -> frozenset[Kind]:
+    wanted: set[Kind] = set()
+    if expected.number:
+        wanted.add("number")
+    if expected.default:
+        wanted.add("default")
+    if expected.name:
+        wanted.add("name")
+    if expected.place:
+        wanted.add("place")
+    return frozenset(wanted)
+
+
+def kinds_in(expected: Expectation, sentence: str) -> frozenset[Kind]:
+    """The kinds of answer the question asks for that `sentence` holds."""
+    found: set[Kind] = set()
+    figures = _NUMBER.findall(_STEP_MARKER.sub("", sentence))
+    if expected.number and any(n not in expected.given_numbers for n in figures):
+        found.add("number")
+    if expected.default and _DEFAULT.search(sentence):
+        found.add("default")
+    if expected.name and _NAME.search(sentence):
+        found.add("name")
+    if expected.place and _PATH.search(sentence):
+        found.add("place")
+    return frozenset(found)
+
+
 def type_bonus(expected: Expectation, sentence: str) -> float:
     """0 when the question expects nothing in particular or the sentence has none of it."""
-    bonus = 0.0
-    if expected.number and any(n not in expected.given_numbers for n in _NUMBER.findall(sentence)):
-        bonus += NUMBER_BONUS
-    if expected.default and _DEFAULT.search(sentence):
-        bonus += DEFAULT_BONUS
-    if expected.name and _NAME.search(sentence):
-        bonus += NAME_BONUS
-    return bonus
+    return sum(_BONUS[kind] for kind in kinds_in(expected, sentence))
 
 
 _CODE = re.compile(r"(?<![\w-])(([A-Za-z]{1,4}-?\d{1,5})(?:[-.][A-Za-z0-9]+)*)(?![\w-])")

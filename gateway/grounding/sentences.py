@@ -9,8 +9,9 @@ Structure first, punctuation second:
 - a line starting with `#` (a Markdown heading), a paragraph underlined with `===` or `---` (a
   setext heading, unit and underline together), a table row (`|...`) and each line of a fenced
   code block is a unit of its own: none of them is prose, and callers may drop them;
-- a list item (`- `, `* `, `1. `, `2) `, `a) `) starts a new unit; its wrapped continuation lines
-  belong to it; a blank line ends a paragraph;
+- a list item (`- `, `* `, `1. `, `2) `, `a) `, or an option row of a command's help,
+  `-P #   Parity ...`, its description after two spaces or more) starts a new unit; its
+  wrapped continuation lines belong to it; a blank line ends a paragraph;
 - inside a paragraph or item, a sentence ends at `.`, `!` or `?` (closing quotes and brackets
   included) followed by whitespace and a character that can start a sentence (not a lowercase
   letter). Manuals are full of dots that end nothing: decimals (3.3, 0.5 bar), section and
@@ -52,7 +53,11 @@ _NUMBER_ABBREVIATIONS = frozenset(
     }
 )  # fmt: skip
 
-_ITEM_MARKER = re.compile(r"[ \t]*(?:[-*+\u2022\u25aa\u2013]|\(?\d{1,3}[.)]|\(?[a-z]\))[ \t]+\S")
+_ITEM_MARKER = re.compile(
+    r"[ \t]*(?:[-*+\u2022\u25aa\u2013]|\(?\d{1,3}[.)]|\(?[a-z]\))[ \t]+\S"
+    # a row of a command's option list: "  -P #        Parity (none, even, odd, ...)"
+    r"|[ \t]*--?[A-Za-z][\w-]*(?:[ =]\S+)?[ \t]{2,}\S"
+)
 _UNDERLINE = re.compile(r"={3,}|-{3,}")
 _TABLE_RULE = re.compile(r"\|[\s:|-]*-[\s:|-]*")
 _FENCE = re.compile(r"[ \t]*(?:```|~~~)")

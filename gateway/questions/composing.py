@@ -25,7 +25,13 @@ from gateway.grounding import (
     select_quote,
     split_sentences,
 )
-from gateway.grounding.answer_type import Expectation, expectation, type_bonus
+from gateway.grounding.answer_type import (
+    Expectation,
+    expectation,
+    expected_kinds,
+    kinds_in,
+    type_bonus,
+)
 
 CHARS_PER_TOKEN = 3.6
 """For choosing sentences within the token budget before the exact count (English manuals,
@@ -105,9 +111,11 @@ def choose_quotes(
 ) -> list[Quote | None]:
     """The best quote of each chunk; `similarities` aligns with `candidate_texts`.
 
-    A quote that lacks the kind of answer the question asks for is extended forward to the
-    next sentence that has it, when that stays within `max_chars`: reference pages define a
-    setting in one sentence and give its value or default in a later one.
+    A quote that lacks a kind of answer the question asks for (a default, a figure, a name) is
+    completed with the nearest sentence of its chunk that has it, after the quote or before it,
+    when the whole stays within `max_chars`: reference pages define a setting in one sentence
+    and give its value or default in another ("Default value is 90 C." before the warning
+    thresholds, "Defaults to 1800 seconds." after the special case of 0).
     """
     expected = expectation(question)
     quotes: list[Quote | None] = []
@@ -118,20 +126,32 @@ def choose_quotes(
             similarities[i] if similarities is not None else None,
             max_chars=max_chars,
         )
-        if quote is not None and type_bonus(expected, quote.text) == 0.0:
-            quote = _extend_to_answer(text, quote, expected, max_chars)
+        if quote is not None:
+            quote = _complete_answer(text, quote, expected, max_chars)
         quotes.append(quote)
     return quotes
 
 
-def _extend_to_answer(text: str, quote: Quote, expected: Expectation, max_chars: int) -> Quote:
-    for sentence in quote_candidates(text):
-        if sentence.start < quote.end:
+def _complete_answer(text: str, quote: Quote, expected: Expectation, max_chars: int) -> Quote:
+    missing = expected_kinds(expected) - kinds_in(expected, quote.text)
+    if not missing:
+        return quote
+    # A default asked for and missing is the one to find; otherwise any missing kind will do.
+    wanted = {"default"} if "default" in missing else missing
+    outside = [s for s in quote_candidates(text) if s.end <= quote.start or s.start >= quote.end]
+    by_distance = sorted(
+        outside,
+        key=lambda s: (
+            s.start - quote.end if s.start >= quote.end else quote.start - s.end,
+            s.start < quote.start,
+        ),
+    )
+    for sentence in by_distance:
+        start, end = min(sentence.start, quote.start), max(sentence.end, quote.end)
+        if end - start > max_chars:
             continue
-        if sentence.end - quote.start > max_chars:
-            break
-        if type_bonus(expected, sentence.text) > 0.0:
-            return Quote(text[quote.start : sentence.end], quote.start, sentence.end, quote.score)
+        if wanted & kinds_in(expected, sentence.text):
+            return Quote(text[start:end], start, end, quote.score)
     return quote
 
 

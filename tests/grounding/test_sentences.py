@@ -71,6 +71,24 @@ def test_list_items_keep_their_markers_and_continuations() -> None:
     assert "2." not in found, "a list marker is never a sentence of its own"
 
 
+def test_rows_of_a_commands_option_list_are_units_of_their_own() -> None:
+    help_text = (
+        "Options for ModBus RTU : -b #          Baudrate (1200-921600, 19200 is default)\n"
+        "  -P #          Parity (none, even, odd, even is default)\n"
+        "  -R [#]        RS-485 mode (/RTS on (0) after sending)\n"
+        "                 Optional parameter for the GPIO RTS pin number\n"
+        "Use the\n"
+        "-p option to set the port."
+    )
+    assert texts(help_text) == [
+        "Options for ModBus RTU : -b #          Baudrate (1200-921600, 19200 is default)",
+        "-P #          Parity (none, even, odd, even is default)",
+        "-R [#]        RS-485 mode (/RTS on (0) after sending)\n"
+        "                 Optional parameter for the GPIO RTS pin number\n"
+        "Use the\n-p option to set the port.",
+    ], "an option row starts a unit; '-p option' wrapped inside prose (one space) does not"
+
+
 def test_numbered_steps_inline() -> None:
     assert texts("1. Open valve V3. 2. Close valve V4.") == [
         "1. Open valve V3.",
