@@ -88,7 +88,12 @@ class Gateway:
         journal_io = SerialExecutor("journal")
         kb_io = SerialExecutor("kb")
         started = time.monotonic()
-        journal = await journal_io.run(Journal, s.journal_path, synchronous=s.journal.synchronous)
+        journal = await journal_io.run(
+            Journal,
+            s.journal_path,
+            synchronous=s.journal.synchronous,
+            unnamed_dedup_s=s.journal.unnamed_dedup_s,
+        )
         self.journal = journal
         kb_file, embedding_model = await kb_io.run(open_knowledge_base, s)
         chunks = await kb_io.run(kb_file.chunk_count)

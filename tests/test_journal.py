@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -95,3 +96,46 @@ def test_released_question_is_recorded_afresh_and_keeps_its_model_runs(tmp_path:
     assert journal.model_runs("t1", "q1") == 1
     assert journal.counts() == {"pending": 1, "released": 1}
     assert journal.purge(time.time() + 1) == 1  # released rows are forgotten like settled ones
+
+
+def unnamed(received_at: float, qid: str = "h-abc") -> JournalEntry:
+    base = entry(qid)
+    return JournalEntry(
+        terminal_id=base.terminal_id,
+        question_id=qid,
+        bus=base.bus,
+        topic=base.topic,
+        reply_to=base.reply_to,
+        correlation=None,
+        text=base.text,
+        received_at=received_at,
+        deadline=None,
+        named=False,
+    )
+
+
+def test_a_question_without_id_asked_again_after_the_window_is_answered_afresh(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path / "j.sqlite3", unnamed_dedup_s=300.0)
+    asked = 1_000_000.0
+    (first,) = journal.record([unnamed(asked)])
+    assert first.outcome == RecordOutcome.NEW
+    journal.record_reply("t1", "h-abc", kind="answer", payload=b'{"old":1}')
+    (redelivered,) = journal.record([unnamed(asked + 299.0)])
+    assert redelivered.outcome == RecordOutcome.DUPLICATE_ANSWERED, "a redelivery collapses"
+    (tomorrow,) = journal.record([unnamed(asked + 86_400.0)])
+    assert tomorrow.outcome == RecordOutcome.NEW, "the same text tomorrow is a new question"
+    (again,) = journal.record([unnamed(asked + 86_401.0)])
+    assert again.outcome == RecordOutcome.DUPLICATE_PENDING, "and its own redelivery collapses"
+
+
+def test_a_question_with_its_own_id_stays_deduplicated_for_the_retention(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3", unnamed_dedup_s=300.0)
+    (first,) = journal.record([entry("q-own")])
+    assert first.outcome == RecordOutcome.NEW
+    journal.record_reply("t1", "q-own", kind="answer", payload=b'{"a":1}')
+    later = entry("q-own")
+    tomorrow = dataclasses.replace(later, received_at=later.received_at + 86_400.0)
+    (dup,) = journal.record([tomorrow])
+    assert dup.outcome == RecordOutcome.DUPLICATE_ANSWERED

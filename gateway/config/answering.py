@@ -19,6 +19,15 @@ class JournalConfig(Section):
         default="FULL",
         description="FULL survives power loss; NORMAL only process crashes, and is faster.",
     )
+    unnamed_dedup_s: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "A question without an id of its own collapses with the same payload from the same "
+            "terminal only within this window (redeliveries); asked again later, it is answered "
+            "afresh."
+        ),
+    )
 
 
 class KnowledgeBaseConfig(Section):

@@ -71,6 +71,10 @@ class JournalEntry:
     deadline: float | None
     stream: bool = False
     """Send partial answers. Not stored: a question answered after a restart gets none."""
+    named: bool = True
+    """The id is the terminal's own (or the bus's message id). False when the gateway derived
+    it from the payload or correlation data: the same text asked again is then a new question
+    once the redelivery window (`unnamed_dedup_s`) has passed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +99,16 @@ class Recorded:
 class Journal:
     """Synchronous journal; see the module docstring for the state machine."""
 
-    def __init__(self, path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        unnamed_dedup_s: float = 300.0,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.unnamed_dedup_s = unnamed_dedup_s
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
@@ -121,10 +132,11 @@ class Journal:
 
     def _record_one(self, e: JournalEntry) -> Recorded:
         row = self._db.execute(
-            "SELECT state, reply_kind, reply FROM questions WHERE terminal_id=? AND question_id=?",
+            "SELECT state, reply_kind, reply, received_at FROM questions"
+            " WHERE terminal_id=? AND question_id=?",
             (e.terminal_id, e.question_id),
         ).fetchone()
-        if row is None or row[0] in (QuestionState.REFUSED, QuestionState.RELEASED):
+        if row is None or self._asked_afresh(e, QuestionState(row[0]), float(row[3])):
             # An upsert, not INSERT OR REPLACE: model_runs and deliveries survive a retry, so
             # "how often did the model run for this id" stays true across refusals and crashes.
             self._db.execute(
@@ -160,6 +172,15 @@ class Journal:
         if state == QuestionState.PENDING:
             return Recorded(RecordOutcome.DUPLICATE_PENDING)
         return Recorded(RecordOutcome.DUPLICATE_ANSWERED, StoredReply(row[1], bytes(row[2]), state))
+
+    def _asked_afresh(self, e: JournalEntry, state: QuestionState, received_at: float) -> bool:
+        """Whether a known id is a new question rather than a redelivery: after a refusal or a
+        release, and for an id derived from the payload once the redelivery window has passed
+        (the same text tomorrow, after the manual changed, deserves today's answer)."""
+        if state in (QuestionState.REFUSED, QuestionState.RELEASED):
+            return True
+        settled = state in (QuestionState.ANSWERED, QuestionState.SENT)
+        return settled and not e.named and e.received_at - received_at > self.unnamed_dedup_s
 
     def note_model_run(self, terminal_id: str, question_id: str) -> int:
         """Count a model run before it starts, so a crash mid-run is still counted."""
