@@ -10,7 +10,9 @@ attempts x 2 s, after which a plant box would stay deaf until someone restarts i
 
 Reply subjects are chosen by the requester, so, as with MQTT's response topic, one is honoured
 only inside the terminal's own answer subject or under a configured reply prefix (default
-`_INBOX.`, the random, unguessable inboxes of request/reply); anything else is refused with
+`_INBOX.{terminal_id}.`: the terminal's own request/reply inboxes, with the client's inbox
+prefix set to `_INBOX.<terminal id>`; a bare `_INBOX.` would let t1 name t2's inbox, whose
+random suffix is no secret from a subscriber of `_INBOX.>`); anything else is refused with
 `forbidden_response_topic` on the terminal's own answer subject. Core mode uses the request's
 reply subject; JetStream mode (whose reply subject carries the ack) a `Reply-To` header.
 """

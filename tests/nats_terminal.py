@@ -68,7 +68,12 @@ class NatsTerminal:
 @contextlib.asynccontextmanager
 async def nats_terminal(url: str, terminal_id: str) -> AsyncIterator[NatsTerminal]:
     """A terminal subscribed to its answer subject and everything below it."""
-    nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    nc = await nats.connect(
+        url,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.1,
+        inbox_prefix=f"_INBOX.{terminal_id}",  # the gateway honours only the terminal's own
+    )
     term = NatsTerminal(nc, terminal_id)
     await nc.subscribe(term.answer_subject, cb=term._on_reply)
     await nc.subscribe(term.answer_subject + ".>", cb=term._on_reply)

@@ -179,10 +179,13 @@ class NatsConfig(Section):
         description="Where answers go when the question names no (allowed) reply subject.",
     )
     reply_prefixes: list[SubjectTemplate] = Field(
-        default_factory=lambda: ["_INBOX."],
+        default_factory=lambda: ["_INBOX.{terminal_id}."],
         description=(
             "A requester-chosen reply subject is honoured only if it is the terminal's answer "
-            "subject, below it, or starts with one of these ({terminal_id} allowed)."
+            "subject, below it, or starts with one of these ({terminal_id} allowed). The default "
+            "is each terminal's own inbox prefix: a terminal sets its client's inbox prefix to "
+            "_INBOX.<terminal id> (nats-py inbox_prefix, Go CustomInboxPrefix, nats CLI "
+            "--inbox-prefix), and cannot name another terminal's inbox."
         ),
     )
     status_subject: SubjectTemplate = "edge.{site}.gateway.{instance}.status"

@@ -196,7 +196,7 @@ async def _ask_all_nats(
 ) -> list[tuple[float, dict[str, Any]]]:
     """The same questions as NATS core requests (the reply comes on the request's inbox)."""
     results: list[tuple[float, dict[str, Any]]] = []
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, inbox_prefix="_INBOX.bench")  # the terminal's own inboxes
     try:
         for i, text in enumerate(texts):
             qid = f"nats-bench-{i}"
