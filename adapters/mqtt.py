@@ -264,8 +264,9 @@ class MqttAdapter:
         # is dispatched, so an ack captured on an older connection can never hit a reused mid.
         self._generation += 1
         share = f"$share/{self._cfg.shared_group}/" if self._cfg.shared_group else ""
-        for topic in (self._question_topic, *(s.topic_filter for s in self._subscriptions)):
-            client.subscribe(share + topic, qos=1)
+        client.subscribe(share + self._question_topic, qos=1)
+        for sub in self._subscriptions:  # in order: the broker replays retained ones in order
+            client.subscribe((share if sub.shared else "") + sub.topic_filter, qos=1)
         client.publish(self._status_topic, self._online, qos=1, retain=True)
         self._call(self._connected_on_loop, bool(flags.session_present))
 
@@ -286,7 +287,8 @@ class MqttAdapter:
     def _route_callback(
         self, sub: Subscription
     ) -> Callable[[paho.Client, Any, paho.MQTTMessage], None]:
-        level = topic_level_index(sub.topic_filter)
+        # A filter without a wildcard (the sync barrier) has no sender: level -1.
+        level = topic_level_index(sub.topic_filter) if "+" in sub.topic_filter.split("/") else -1
 
         def on_route_message(client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
             self._on_message(client, userdata, msg, route=sub.route, level=level)
@@ -311,7 +313,7 @@ class MqttAdapter:
         mid, qos = msg.mid, msg.qos
         index = self._terminal_level if level is None else level
         levels = msg.topic.split("/")
-        sender = (levels[index] if len(levels) > index else None) or None
+        sender = (levels[index] if 0 <= index < len(levels) else None) or None
 
         def ack() -> None:
             if qos > 0 and generation == self._generation:

@@ -88,9 +88,10 @@ class NatsAdapter:
         state_stream: str | None = None,
         max_partial_backlog: int = 64,
     ) -> None:
-        """`subscriptions`: extra routes (device events), core subscriptions in the queue group
-        in both modes: events are coalesced and re-sent by devices, so at-most-once is the
-        right price for not journaling a flood. `retained_subjects` (JetStream mode): kept as
+        """`subscriptions`: extra routes (device events, the gateways' status and diagnoses),
+        core subscriptions in both modes (in the queue group when `shared`): events are
+        coalesced and re-sent by devices, so at-most-once is the right price for not journaling
+        a flood. `retained_subjects` (JetStream mode): kept as
         last values in `state_stream`, NATS's equivalent of MQTT retained messages."""
         self._cfg = cfg
         self._subscriptions = tuple(subscriptions)
@@ -245,7 +246,9 @@ class NatsAdapter:
         for sub in self._subscriptions:
             index = terminal_token_index(sub.topic_filter)
             await self._nc.subscribe(
-                sub.topic_filter, queue=self._cfg.queue_group, cb=self._route_callback(sub, index)
+                sub.topic_filter,
+                queue=self._cfg.queue_group if sub.shared else "",
+                cb=self._route_callback(sub, index),
             )
         if self._cfg.mode == "jetstream" and self._retained_subjects and self._state_stream:
             from adapters.jetstream import ensure_last_value_stream

@@ -11,10 +11,22 @@ from typing import Any
 
 from adapters.mqtt import MqttAdapter
 from adapters.nats import NatsAdapter
-from gateway.bus import ROUTE_QUESTION, BusAdapter, InboundMessage, MessageHandler, Subscription
+from gateway.bus import (
+    ROUTE_DEVICE_EVENT,
+    ROUTE_DIAGNOSIS_MIRROR,
+    ROUTE_PEER,
+    ROUTE_QUESTION,
+    ROUTE_SYNC,
+    BusAdapter,
+    InboundMessage,
+    MessageHandler,
+    Subscription,
+)
 from gateway.config import Settings
+from gateway.diagnosis.addresses import DiagnosisAddress, nats_token
+from gateway.diagnosis.ownership import Roster
 from gateway.diagnosis.pipeline import DiagnosisPolicy
-from gateway.diagnosis.service import DiagnosisAddress, DiagnosisService
+from gateway.diagnosis.service import DiagnosisService
 from gateway.executor import SerialExecutor
 from gateway.logging import get_logger
 from gateway.ops.health import HealthReporter, LoopLagMonitor
@@ -33,7 +45,6 @@ from models.health import GatewayState, Status
 log = get_logger(__name__)
 
 PURGE_INTERVAL_S = 3600.0
-ROUTE_DEVICE_EVENT = "device_event"
 
 
 def wildcard_subject(template: str) -> str:
@@ -122,12 +133,7 @@ class Gateway:
             scheduler = PriorityScheduler(
                 burst=s.queue.priority_burst, max_wait_s=s.queue.max_wait_s
             )
-            extra = (
-                [Subscription(ROUTE_DEVICE_EVENT, s.topic(s.diagnosis.event_topic))]
-                if s.diagnosis.enabled
-                else []
-            )
-            self._build_adapters(extra)
+            self._build_adapters()
             service = QuestionService(
                 adapters=self.adapters,
                 journal=journal,
@@ -144,7 +150,7 @@ class Gateway:
             diagnosis = None
             if s.diagnosis.enabled:
                 diagnosis = self.diagnosis = self._diagnosis_service(scheduler, worker, kb)
-                routes[ROUTE_DEVICE_EVENT] = diagnosis.on_event
+                routes.update(self._diagnosis_routes(diagnosis))
             health = HealthReporter(
                 instance=s.instance,
                 data_dir=s.data_dir,
@@ -160,6 +166,8 @@ class Gateway:
             )
             for adapter in self.adapters.values():
                 await adapter.start(self._router(routes))
+            if diagnosis is not None and not diagnosis.synced:
+                await self.adapters["mqtt"].publish(self._sync_topic(), b"{}")
             await service.recover()
             ops.start_metrics()
             async with asyncio.TaskGroup() as tasks:
@@ -199,13 +207,54 @@ class Gateway:
         cache = AnswerCache(similarity=c.similarity, ttl_s=c.ttl_s, max_entries=c.max_entries)
         return {"cache": cache, "kb_version": kb.version}
 
-    def _build_adapters(self, extra: list[Subscription]) -> None:
+    def _diagnosis_subscriptions(self, bus: str) -> list[Subscription]:
+        """What a bus listens to for diagnoses, in this order (the broker replays retained
+        messages in subscription order): the gateways' status and health (who owns which
+        device), every instance's per-alarm diagnoses (the board), then the device events."""
+        s, d = self.settings, self.settings.diagnosis
+        if not d.enabled:
+            return []
+        one = "+" if bus == "mqtt" else "*"
+        if bus == "mqtt":
+            status, health = s.mqtt.status_topic, s.mqtt.health_topic
+            alarm, events = d.alarm_topic, d.event_topic
+        else:
+            status, health = s.nats.status_subject, s.nats.health_subject
+            alarm, events = d.nats_alarm_subject, d.nats_event_subject
+
+        def each(template: str) -> str:
+            return template.format(site=s.site, instance=one, device_id=one, code=one)
+
+        barrier = (
+            [Subscription(ROUTE_SYNC, self._sync_topic(), shared=False)] if bus == "mqtt" else []
+        )
+        return [
+            Subscription(ROUTE_PEER, each(status), shared=False),
+            Subscription(ROUTE_PEER, each(health), shared=False),
+            Subscription(ROUTE_DIAGNOSIS_MIRROR, each(alarm), shared=False),
+            *barrier,
+            Subscription(ROUTE_DEVICE_EVENT, s.topic(events), shared=False),
+        ]
+
+    def _diagnosis_routes(self, diagnosis: DiagnosisService) -> dict[str, MessageHandler]:
+        # MQTT replays retained diagnoses and statuses at subscription, and a resumed session
+        # may hold device events from while this instance was down: events wait for the
+        # barrier published after start, so they meet a rebuilt board and roster.
+        diagnosis.synced = "mqtt" not in self.adapters
+        return {
+            ROUTE_DEVICE_EVENT: diagnosis.on_event,
+            ROUTE_PEER: diagnosis.on_peer,
+            ROUTE_DIAGNOSIS_MIRROR: diagnosis.on_mirror,
+            ROUTE_SYNC: diagnosis.on_sync,
+        }
+
+    def _sync_topic(self) -> str:
+        return self.settings.topic(self.settings.mqtt.status_topic) + "/sync"
+
+    def _build_adapters(self) -> None:
         """One adapter per enabled bus; a question is answered on the bus it arrived on."""
         s = self.settings
         d = s.diagnosis
-        nats_extra = (
-            [Subscription(ROUTE_DEVICE_EVENT, s.topic(d.nats_event_subject))] if d.enabled else []
-        )
         retained = sorted(
             {
                 wildcard_subject(template.replace("{site}", s.site))
@@ -223,7 +272,7 @@ class Gateway:
                 status_topic=s.topic(s.mqtt.status_topic),
                 online_payload=self._status(GatewayState.ONLINE),
                 offline_payload=self._status(GatewayState.OFFLINE),
-                subscriptions=extra,
+                subscriptions=self._diagnosis_subscriptions("mqtt"),
                 max_partial_backlog=s.streaming.max_backlog,
             )
         if s.nats.enabled:
@@ -235,7 +284,7 @@ class Gateway:
                 status_subject=s.topic(s.nats.status_subject),
                 online_payload=self._status(GatewayState.ONLINE),
                 stream=s.topic(s.nats.jetstream.stream),
-                subscriptions=nats_extra,
+                subscriptions=self._diagnosis_subscriptions("nats"),
                 retained_subjects=retained,
                 state_stream=s.topic(s.nats.jetstream.state_stream),
                 max_partial_backlog=s.streaming.max_backlog,
@@ -271,6 +320,7 @@ class Gateway:
                 fallback_action=d.fallback_action,
             ),
             max_payload_bytes=s.limits.max_payload_bytes,
+            roster=Roster(s.instance, timeout_s=d.owner_timeout_s),
         )
 
     def _diagnosis_addresses(self) -> dict[str, DiagnosisAddress]:
@@ -282,7 +332,9 @@ class Gateway:
 
         return {
             "mqtt": DiagnosisAddress(site(d.diagnosis_topic), site(d.alarm_topic)),
-            "nats": DiagnosisAddress(site(d.nats_diagnosis_subject), site(d.nats_alarm_subject)),
+            "nats": DiagnosisAddress(
+                site(d.nats_diagnosis_subject), site(d.nats_alarm_subject), nats_token
+            ),
         }
 
     @staticmethod

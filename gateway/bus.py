@@ -21,6 +21,13 @@ async def settled_by_ack(delivered: bool) -> None:
 
 
 ROUTE_QUESTION = "question"
+ROUTE_DEVICE_EVENT = "device_event"
+ROUTE_PEER = "peer"
+"""Status and health messages of the gateway instances (the roster of device owners)."""
+ROUTE_DIAGNOSIS_MIRROR = "diagnosis_mirror"
+"""Per-alarm diagnoses published by any instance (the alarm board of every instance)."""
+ROUTE_SYNC = "sync"
+"""An instance's own barrier message: what the broker replays at subscription came first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +35,16 @@ class Subscription:
     """One more thing an adapter listens to besides questions.
 
     `route` names the handler the core dispatches to (a key of the app's routing table);
-    `topic_filter` is the bus's own filter with exactly one single-level wildcard, whose value
-    becomes `InboundMessage.sender_id` (e.g. the device id of a device event).
+    `topic_filter` is the bus's own filter; the value of its first single-level wildcard
+    becomes `InboundMessage.sender_id` (e.g. the device id of a device event). `shared`: taken
+    through the shared subscription / queue group, like questions (each message reaches one
+    instance); otherwise every instance receives every message (device events, which their
+    owner handles; other instances' status and diagnoses).
     """
 
     route: str
     topic_filter: str
+    shared: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,6 +124,20 @@ class DiagnosisCounters(WireModel):
         default=0, description="Model output that failed validation (a fallback was sent)."
     )
     failed: NonNegativeInt = Field(default=0, description="Worker errors and publish failures.")
+    not_owned: NonNegativeInt = Field(
+        default=0,
+        description=(
+            "Events of devices another live instance owns (each device's events are handled "
+            "by one instance; every instance receives them)."
+        ),
+    )
+    stale: NonNegativeInt = Field(
+        default=0,
+        description=(
+            "Events older than the alarm's state on the board (kept by the broker while this "
+            "instance was down, handled meanwhile by another): ignored."
+        ),
+    )
     open_windows: NonNegativeInt = 0
 
 

@@ -34,7 +34,8 @@ async def test_nats_alarm_is_diagnosed_and_its_state_kept_for_late_subscribers(
                 event("alarm_raised", "E203", "critical", text="Pressure build-up too slow"),
             )
             await nc.publish("edge.plant1.device.P2.event", b'{"kind": "alarm_raised"}')
-            # An alarm code with a dot spans two subject tokens; it must still be kept.
+            # An alarm code with a dot is one subject token, its '.' written '~'
+            # (gateway/diagnosis/addresses.py); the payload keeps the code as it is.
             await nc.publish("edge.plant1.device.C3.event", event("alarm_raised", "TT-101.high"))
             seen: dict[str, Diagnosis] = {}
             while len(seen) < 4:
@@ -44,7 +45,7 @@ async def test_nats_alarm_is_diagnosed_and_its_state_kept_for_late_subscribers(
             assert diagnosis.fallback is False
             assert diagnosis.state == "active"
             assert "press-p2-manual" in diagnosis.sources[0].document
-            assert "edge.plant1.diagnosis.C3.TT-101.high" in seen
+            assert seen["edge.plant1.diagnosis.C3.TT-101~high"].alarm_code == "TT-101.high"
             assert gw.diagnosis is not None
             diag = gw.diagnosis
             await eventually(lambda: diag.metrics.events_rejected >= 1, 10)
@@ -67,7 +68,7 @@ async def test_nats_alarm_is_diagnosed_and_its_state_kept_for_late_subscribers(
         assert json.loads(headline.data)["state"] == "cleared"
         alarm = await js.get_last_msg(STATE_STREAM, "edge.plant1.diagnosis.P2.E203")
         assert Diagnosis.model_validate_json(alarm.data).state == "cleared"
-        dotted = await js.get_last_msg(STATE_STREAM, "edge.plant1.diagnosis.C3.TT-101.high")
+        dotted = await js.get_last_msg(STATE_STREAM, "edge.plant1.diagnosis.C3.TT-101~high")
         assert Diagnosis.model_validate_json(dotted.data).alarm_code == "TT-101.high"
     finally:
         await nc.close()

@@ -29,6 +29,15 @@ class DiagnosisConfig(Section):
     )
     nats_diagnosis_subject: TopicTemplate = "edge.{site}.diagnosis.{device_id}"
     nats_alarm_subject: TopicTemplate = "edge.{site}.diagnosis.{device_id}.{code}"
+    owner_timeout_s: float = Field(
+        default=45.0,
+        gt=0,
+        description=(
+            "An instance whose last status or health message is older than this is dead: its "
+            "devices move to the next instance (MQTT's Last Will says so at once; NATS has none)."
+            " Keep it above a few health.interval_s."
+        ),
+    )
     coalesce_window_s: float = Field(
         default=2.0,
         ge=0.0,

@@ -5,6 +5,11 @@ retained message. It carries the *headline*: the most severe active alarm (ties:
 one). Every alarm also has its own retained topic `.../{device_id}/{code}`, so nothing is hidden.
 When the last active alarm clears, the device topic carries that cleared state.
 
+Every instance keeps the board of every device: its own diagnoses and, through the bus, those
+the other instances publish (`DiagnosisService.on_mirror`); at start the broker's retained
+per-alarm diagnoses rebuild it. So whichever instance owns a device now (ownership.py) computes
+the headline from all of its active alarms.
+
 Bounded: at most `max_devices` devices (least recently changed evicted) and
 `max_alarms_per_device` alarms each (cleared ones dropped first, then the oldest).
 """
@@ -30,8 +35,15 @@ class AlarmBoard:
         return alarms.get(code) if alarms is not None else None
 
     def update(self, diagnosis: Diagnosis) -> Diagnosis:
-        """Record a diagnosis (active or cleared); returns the device's new headline."""
+        """Record a diagnosis (active or cleared); returns the device's new headline.
+
+        An older diagnosis of an alarm than the one on the board changes nothing: instances
+        mirror each other's diagnoses through the bus, and a copy may arrive late.
+        """
         device = diagnosis.device_id
+        known = self.get(device, diagnosis.alarm_code)
+        if known is not None and known.generated_at > diagnosis.generated_at:
+            return self.headline(device) or known
         alarms = self._devices.get(device)
         if alarms is None:
             alarms = OrderedDict()

@@ -25,6 +25,8 @@ class DiagnosisMetrics:
     cached: int = 0
     invalid_output: int = 0
     failed: int = 0
+    not_owned: int = 0
+    stale: int = 0
 
     def snapshot(self, *, open_windows: int) -> DiagnosisCounters:
         return DiagnosisCounters(**asdict(self), open_windows=open_windows)

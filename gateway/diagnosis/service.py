@@ -14,18 +14,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from gateway.bus import BusAdapter, InboundMessage
 from gateway.config import DiagnosisConfig
+from gateway.diagnosis.addresses import DiagnosisAddress
 from gateway.diagnosis.board import AlarmBoard
 from gateway.diagnosis.cache import DiagnosisCache
 from gateway.diagnosis.coalescer import Coalescer, Offer, RaisingEvent, Window
 from gateway.diagnosis.metrics import DiagnosisMetrics
+from gateway.diagnosis.ownership import Roster
 from gateway.diagnosis.pipeline import (
     Alarm,
     Diagnosed,
@@ -43,17 +44,15 @@ from gateway.rag.search import Search
 from gateway.worker.scheduler import Lane, PriorityScheduler
 from models.device import DEVICE_EVENT_ADAPTER, AlarmCleared, Severity
 from models.diagnosis import Diagnosis, DiagnosisState
-from models.health import DiagnosisCounters
+from models.health import DiagnosisCounters, Health, Status
 
 log = get_logger(__name__)
 
+_PEER_ADAPTER: TypeAdapter[Health | Status] = TypeAdapter(Health | Status)
 
-@dataclass(frozen=True, slots=True)
-class DiagnosisAddress:
-    """Where one bus publishes diagnoses: templates with {device_id} (and {code})."""
 
-    device: str
-    alarm: str
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _alarm(device_id: str, event: RaisingEvent | AlarmCleared, severity: Severity) -> Alarm:
@@ -73,8 +72,15 @@ class DiagnosisService:
         kb_version: KbVersion,
         policy: DiagnosisPolicy,
         max_payload_bytes: int,
+        roster: Roster | None = None,
     ) -> None:
+        """`roster`: the live instances, when several may share the broker; a device's events
+        are then handled only by its owner. None: this instance handles every device."""
         self._cfg = cfg
+        self.roster = roster
+        self.synced = True
+        """False until `on_sync`: set by the app when a barrier is on its way (MQTT)."""
+        self._held: list[InboundMessage] = []
         self._adapters = adapters
         self._addresses = addresses
         self._scheduler = scheduler
@@ -108,24 +114,100 @@ class DiagnosisService:
     def on_event(self, inbound: InboundMessage) -> None:
         if not self._accepting:
             return  # not acknowledged: redelivered to the next session
+        if not self.synced:
+            # Before the broker has replayed the retained diagnoses and the gateways' status
+            # (see `on_sync`), the board and the roster are incomplete: wait, in order.
+            if len(self._held) < self._cfg.max_open_windows:
+                self._held.append(inbound)
+                return
+            self.synced = True  # a flood before the barrier: go ahead rather than drop
+            self._release_held()
+        self._take(inbound)
+
+    def _take(self, inbound: InboundMessage) -> None:
         inbound.ack()
         self.metrics.events_received += 1
         device = inbound.sender_id
         if device is None or not is_identifier(device):
             self._reject(inbound, "device id in topic is not valid")
             return
+        if self.roster is not None and not self.roster.owns(device, time.time()):
+            self.metrics.not_owned += 1
+            return  # its owner, which receives the same event, handles it
         if len(inbound.payload) > self._max_payload:
             self._reject(inbound, f"payload over {self._max_payload} bytes")
             return
         try:
             event = DEVICE_EVENT_ADAPTER.validate_json(inbound.payload)
         except ValidationError as exc:
-            self._reject(inbound, f"invalid event: {exc.errors()[0]['msg']}")
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            self._reject(inbound, f"invalid event: {where}: {error['msg']}")
+            return
+        if self._stale(device, event):
+            self.metrics.stale += 1
+            log.info(
+                "device_event.stale",
+                device_id=device,
+                alarm_code=event.code,
+                kind=event.kind,
+                timestamp=event.timestamp.isoformat(),
+            )
             return
         if isinstance(event, AlarmCleared):
             self._clear(device, event, inbound.topic)
         else:
             self._raise(device, event, inbound.topic)
+
+    def on_sync(self, inbound: InboundMessage) -> None:
+        """This instance's own barrier message came back: everything the broker replays at
+        subscription (retained diagnoses, statuses) was delivered before it. Held events go."""
+        inbound.ack()
+        if not self.synced:
+            self.synced = True
+            log.info("diagnosis.synced", board_devices=len(self.board), held=len(self._held))
+            self._release_held()
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, []
+        for inbound in held:
+            self.on_event(inbound)
+
+    def _stale(self, device: str, event: RaisingEvent | AlarmCleared) -> bool:
+        """An event older than what the board already shows for its alarm: a copy the broker
+        kept for this instance while it was down, handled meanwhile by another instance. Both
+        times are the device's own clock (`raised_at` is the raising event's timestamp)."""
+        known = self.board.get(device, event.code)
+        if known is None:
+            return False
+        at, raised = _aware(event.timestamp), _aware(known.raised_at)
+        return at < raised if isinstance(event, AlarmCleared) else at <= raised
+
+    def on_peer(self, inbound: InboundMessage) -> None:
+        """A gateway's status or health message (ours included): the roster of live instances."""
+        inbound.ack()
+        if self.roster is None:
+            return
+        try:
+            peer = _PEER_ADAPTER.validate_json(inbound.payload)
+        except ValidationError:
+            log.warning("peer_status.invalid", topic=inbound.topic, bytes=len(inbound.payload))
+            return
+        if isinstance(peer, Health):
+            self.roster.heartbeat(peer.instance, peer.generated_at)
+        else:
+            self.roster.status(peer.instance, peer.state, peer.since)
+
+    def on_mirror(self, inbound: InboundMessage) -> None:
+        """A per-alarm diagnosis on the bus, ours or another instance's (live, or replayed by
+        the broker at start): the board then knows every active alarm of every device."""
+        inbound.ack()
+        try:
+            diagnosis = Diagnosis.model_validate_json(inbound.payload)
+        except ValidationError:
+            log.warning("diagnosis_mirror.invalid", topic=inbound.topic, bytes=len(inbound.payload))
+            return
+        self.board.update(diagnosis)
 
     def _reject(self, inbound: InboundMessage, reason: str) -> None:
         self.metrics.events_rejected += 1
@@ -265,8 +347,8 @@ class DiagnosisService:
             adapter = self._adapters.get(bus)
             if adapter is None:
                 continue
-            alarm_topic = address.alarm.format(device_id=device, code=code)
-            device_topic = address.device.format(device_id=device, code=code)
+            alarm_topic = address.alarm_topic(device, code)
+            device_topic = address.device_topic(device)
             payload = diagnosis.model_dump_json().encode()
             sends.append(adapter.publish(alarm_topic, payload, retain=True))
             sends.append(
