@@ -17,6 +17,7 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
+from models.health import Health, Status
 from tests.brokers import REPO, NatsServer, free_port
 from tests.conftest import SettingsFactory
 from tests.daemon import Daemon
@@ -140,13 +141,19 @@ async def test_nats_permissions_keep_terminals_apart(
         for i, reply in enumerate(hostile):
             body = json.dumps({"id": f"hostile-{i}", "text": OFF_TOPIC[3]}).encode()
             await nc1.publish("edge.plant1.question.t1", body, reply=reply)
+        # Last, one plain question from each terminal: once the spy (one subscription to
+        # everything) has both answers, whatever was published before them has reached it,
+        # misrouted answers and a spoofed question included.
+        for nc, terminal in ((nc1, "t1"), (nc2, "t2")):
+            body = json.dumps({"id": f"{terminal}-last", "text": OFF_TOPIC[4]}).encode()
+            await nc.publish(f"edge.plant1.question.{terminal}", body)
         async with asyncio.timeout(60):
-            while not (  # noqa: ASYNC110 - polling two collectors fed by nats-py callbacks
+            while not (  # noqa: ASYNC110 - polling collectors fed by nats-py callbacks
                 {f"hostile-{i}" for i in range(len(hostile))} <= set(t1.replies())
-                and "t2-own" in t2.replies()
+                and {"t2-own", "t2-last"} <= set(t2.replies())
+                and {"t1-last", "t2-last"} <= set(spy.replies())
             ):
                 await asyncio.sleep(0.05)
-        await asyncio.sleep(2.0)  # anything misrouted arrives now
         for nc in (nc1, nc2, spy_nc):
             await nc.close()
     finally:
@@ -158,15 +165,30 @@ async def test_nats_permissions_keep_terminals_apart(
         "forbidden_response_topic"
     }
     assert {s for s, _ in t1.messages} == {"edge.plant1.answer.t1"}
-    assert set(t2.replies()) == {"t2-own"}
+    assert set(t2.replies()) == {"t2-own", "t2-last"}
     violations = [e for e in t1.errors if "permissions violation" in e.lower()]
     allowed = re.compile(
         r"^(edge\.plant1\.question\.t[12]|edge\.plant1\.answer\.t[12]|_INBOX\.t1\..+|"
         r"edge\.plant1\.gateway\.gw1\.(status|health))$"
     )
     elsewhere = [s for s, _ in spy.messages if not allowed.match(s)]
+    # One of the hostile reply subjects is the status subject: it and the health subject carry
+    # only the gateway's own Status and Health, so an answer sent there fails here.
+    gateway_models: dict[str, type[Status] | type[Health]] = {
+        "edge.plant1.gateway.gw1.status": Status,
+        "edge.plant1.gateway.gw1.health": Health,
+    }
+    not_gateway_payloads = []
+    for subject, data in spy.messages:
+        if subject in gateway_models:
+            try:
+                gateway_models[subject].model_validate_json(data)
+            except ValueError:
+                not_gateway_payloads.append(f"{subject}: {data[:200]!r}")
     spoofed = [s for s, d in spy.messages if b"spoof" in d]
-    answers_for_t2 = [d for s, d in spy.messages if s == "edge.plant1.answer.t2"]
+    answers_for_t2 = [
+        json.loads(d).get("question_id") for s, d in spy.messages if s == "edge.plant1.answer.t2"
+    ]
     log_text = log.read_text()
     leaked = [u for u, p in PASSWORDS.items() if p in log_text]
     record(
@@ -174,12 +196,17 @@ async def test_nats_permissions_keep_terminals_apart(
         f"t1 permission violations {len(violations)} (4 subscriptions + 1 publish as t2); t1 "
         f"received {len(t1.messages)} messages, all on its own answer subject; hostile reply "
         f"subjects refused {len(hostile)}/{len(hostile)}; t2 received {len(t2.messages)} (its own "
-        f"answer); spoofed question reaching subscribers {len(spoofed)}; publishes anywhere else "
+        f"answers); spoofed question reaching subscribers {len(spoofed)}; publishes anywhere else "
         f"{len(elsewhere)}; secrets in gateway log {len(leaked)} ({len(log_text)} bytes scanned)"
     )
     assert len(violations) >= 5, t1.errors
     assert spoofed == []
-    assert len(answers_for_t2) == 1
+    assert answers_for_t2 == ["t2-own", "t2-last"]  # t2's own two, in order, nothing of t1's
     assert elsewhere == [], elsewhere
+    assert not_gateway_payloads == [], not_gateway_payloads
     assert leaked == []
-    assert set(refused) == {"anonymous", "wrong password"}
+    # What the server answered each refused connection (its -ERR), not the test's own labels.
+    assert {who: "authorization violation" in why.lower() for who, why in refused.items()} == {
+        "anonymous": True,
+        "wrong password": True,
+    }, refused
