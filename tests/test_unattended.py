@@ -8,7 +8,6 @@ import json
 import secrets
 import signal
 import socket
-import statistics
 import subprocess
 import threading
 import time
@@ -76,6 +75,18 @@ class NotifyListener:
     def pings(self, start: float, end: float) -> list[float]:
         return [at for at, line in list(self.lines) if line == "WATCHDOG=1" and start <= at <= end]
 
+    def wait_pings(self, n: int, after: float, timeout_s: float = 60.0) -> list[float]:
+        """The first `n` pings after `after`, waited for (the timeout is a bound, not a
+        measurement)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self.pings(after, float("inf"))
+            if len(found) >= n:
+                return found[:n]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(found)} of {n} pings in {timeout_s} s")
+            time.sleep(0.02)
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
@@ -103,8 +114,9 @@ def test_ready_after_model_and_broker_then_watchdog_cadence_and_stall(
     )
     try:
         daemon.wait_event("worker.started")
-        listener.first("STATUS=connecting to mqtt")
-        time.sleep(1.0)  # model loaded, broker down: starting, pinging, not ready
+        connecting_at = listener.first("STATUS=connecting to mqtt")
+        # Model loaded, broker down: starting, pinging (two pings waited for), and not ready.
+        listener.wait_pings(2, after=connecting_at)
         assert "READY=1" not in [line for _, line in listener.lines]
         assert any(line.startswith("EXTEND_TIMEOUT_USEC=") for _, line in listener.lines)
         broker_started = time.monotonic()
@@ -112,13 +124,13 @@ def test_ready_after_model_and_broker_then_watchdog_cadence_and_stall(
         ready_at = listener.first("READY=1")
         assert ready_at > broker_started
         assert daemon.wait_event("gateway.ready", timeout_s=5)
-        # Cadence: WATCHDOG_USEC=1 s -> a ping every 0.5 s.
-        time.sleep(3.0)
-        pings = listener.pings(ready_at, ready_at + 3.0)
-        gaps = [b - a for a, b in itertools.pairwise(pings)]
-        assert 4 <= len(pings) <= 8, pings
-        assert 0.4 <= statistics.median(gaps) <= 0.65, gaps
-        print(f"watchdog: {len(pings)} pings, median gap {statistics.median(gaps):.3f} s")
+        # Cadence: the interval is a parameter (half of WATCHDOG_USEC = 1 s), read back from
+        # the daemon; the pings are counted, not timed (their timing is the kernel's and the
+        # machine's load's, see tests/test_sdnotify.py for the protocol).
+        enabled = daemon.wait_event("systemd.notify_enabled", timeout_s=5)
+        assert enabled["watchdog_interval_s"] == 0.5, enabled
+        pings = listener.wait_pings(4, after=ready_at)
+        print(f"watchdog: {len(pings)} pings after READY")
         # A blocked loop stops the pings (and they come back once it runs again).
         stall_at = time.monotonic()
         daemon.signal(signal.SIGUSR2)
@@ -188,7 +200,11 @@ def test_sigterm_mid_answer_exits_0_offline_and_answers_after_restart(
             deadline = time.monotonic() + 120
             while "long-1" not in answers.read_text() and time.monotonic() < deadline:
                 time.sleep(0.1)
-            answer = json.loads(answers.read_text().strip().splitlines()[-1])
+            # The answer after the restart is the only message the terminal ever got: nothing
+            # was answered before the SIGTERM or while the gateway was down.
+            lines = answers.read_text().strip().splitlines()
+            assert len(lines) == 1, lines
+            answer = json.loads(lines[0])
             assert answer["question_id"] == "long-1"
             assert answer["kind"] == "answer"
             assert answer["sources"]
@@ -208,7 +224,6 @@ async def test_sighup_changes_fallback_text_and_reports_what_needs_restart(
     daemon = Daemon(config, tmp_path / "gw.log")
     try:
         await asyncio.to_thread(daemon.wait_event, "gateway.ready")
-        pid = daemon.proc.pid
         async with terminal(mosquitto.port, "t3") as term:
             qid = await term.ask(OFF_TOPIC)
             assert (await term.wait_for(qid, 120)).json["text"] == "first text"
@@ -232,7 +247,21 @@ async def test_sighup_changes_fallback_text_and_reports_what_needs_restart(
             assert any("bogus" in e for e in failed["errors"]), failed
             qid = await term.ask(OFF_TOPIC + " (third)")
             assert (await term.wait_for(qid, 120)).json["text"] == "second text"
-        assert daemon.proc.pid == pid
+        # Reloaded in place: the process we started is still the one running and answering,
+        # neither it nor its model worker restarted, and its counters (in memory) span the
+        # reload: three questions received, three fallbacks, in one health report.
         assert daemon.proc.poll() is None
+        events = [e["event"] for e in daemon.events()]
+        assert events.count("gateway.ready") == 1, events
+        assert events.count("worker.started") == 1, events
+        async with terminal(
+            mosquitto.port, "ops", subscribe=("edge/plant1/gateway/gw1/health",)
+        ) as ops:
+            # The first one is the retained (maybe older) report; the second is published
+            # after the third answer.
+            health = (await ops.wait_count(2, timeout_s=30))[-1].json
+        assert health["process"]["pid"] == daemon.proc.pid
+        assert health["counters"]["received"] == 3, health["counters"]
+        assert health["counters"]["fallback"] == 3, health["counters"]
     finally:
         assert daemon.stop() == 0

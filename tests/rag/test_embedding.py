@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 import zipfile
 from pathlib import Path
 
@@ -27,10 +26,9 @@ pytestmark = pytest.mark.slow
 
 def test_conversion_is_cached(embedding_gguf: Path) -> None:
     before = embedding_gguf.stat()
-    started = time.perf_counter()
     again = ensure_default_embedding_gguf(embedding_gguf.parent)
     assert again == embedding_gguf
-    assert time.perf_counter() - started < 0.5
+    # Cached means not converted again: the very same file (inode) with the same mtime.
     after = again.stat()
     assert (after.st_mtime_ns, after.st_ino) == (before.st_mtime_ns, before.st_ino)
     assert not [p for p in embedding_gguf.parent.iterdir() if p.name.endswith(".tmp")]
@@ -197,10 +195,7 @@ def test_missing_model_file(tmp_path: Path) -> None:
 def test_conversion_is_atomic_and_replaces_stale_files(tmp_path: Path) -> None:
     stale = tmp_path / "all-MiniLM-L6-v2.000000000000.r0.f16.gguf"
     stale.write_bytes(b"old")
-    started = time.perf_counter()
     path = ensure_default_embedding_gguf(tmp_path)
-    seconds = time.perf_counter() - started
-    assert seconds < 10, f"conversion took {seconds:.1f} s"
     assert not stale.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
     assert os.access(path, os.R_OK)
