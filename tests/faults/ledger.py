@@ -119,3 +119,14 @@ def runs_by_outcome(journal: Path) -> dict[str, set[int]]:
         if body.get("kind") == "answer":
             out["fallback" if body["fallback"] else "model"].add(runs)
     return out
+
+
+def answers_by_runs(journal: Path) -> Counter[tuple[str, int]]:
+    """How many stored answers used the model ("model") or were fallbacks ("fallback"), by
+    their model-run count: `runs_by_outcome` with counts, so a test can say how many."""
+    out: Counter[tuple[str, int]] = Counter()
+    for payload, runs in stored_replies(journal).values():
+        body = json.loads(payload) if payload is not None else {}
+        if body.get("kind") == "answer":
+            out["fallback" if body["fallback"] else "model", runs] += 1
+    return out

@@ -22,7 +22,7 @@ from tests.conftest import SettingsFactory
 from tests.daemon import Daemon
 from tests.faults.bus import MqttClient
 from tests.faults.conftest import mixed_texts, record, scaled, write_gateway_config
-from tests.faults.ledger import account, runs_by_outcome
+from tests.faults.ledger import account, answers_by_runs
 
 pytestmark = pytest.mark.timeout(900)
 KILLS = 3
@@ -90,9 +90,14 @@ def test_gateway_sigkill_three_times_loses_nothing(
     assert figures.missing == []
     assert figures.not_identical == []
     assert figures.kinds == {"answer": total}
-    runs = runs_by_outcome(settings.journal_path)
-    assert runs["fallback"] == {0}
-    # Only a generation interrupted by a kill runs again: at most one id per kill.
-    assert runs["model"] <= {1, 2}, runs
-    reruns = sum(1 for n in figures.model_runs.elements() if n == 2)
-    assert reruns <= KILLS
+    # Every in-domain question (one in ten) was answered by the model, every off-topic one by
+    # a fallback without it; the model ran once per answer, twice only for a generation a
+    # kill interrupted: at most one id per kill. Counts, so a run where the model never ran
+    # (or ran for a fallback) fails here.
+    in_domain = sum(1 for i in range(total) if i % 10 == 0)
+    runs = answers_by_runs(settings.journal_path)
+    assert runs["model", 1] + runs["model", 2] == in_domain, runs
+    assert runs["fallback", 0] == total - in_domain, runs
+    assert sum(runs.values()) == total, runs
+    assert runs["model", 1] >= in_domain - KILLS, runs
+    assert figures.model_runs[2] == runs["model", 2] <= KILLS
