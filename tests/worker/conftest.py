@@ -20,10 +20,6 @@ from gateway.worker.confinement import (
     CgroupV1Confinement,
     CgroupV2Confinement,
     Confinement,
-    ConfinementChoice,
-    ConfinementError,
-    Limits,
-    create_confinement,
 )
 from gateway.worker.supervisor import SupervisorState, WorkerSupervisor
 
@@ -103,23 +99,6 @@ def proc_cgroups(pid: int) -> list[str]:
 
 def cgroup_dirs_named(name: str) -> list[Path]:
     return [p for p in Path("/sys/fs/cgroup").glob(f"*/**/{name}") if p.is_dir()]
-
-
-def writable_cgroup_or_skip() -> ConfinementChoice:
-    """The cgroup version usable here; skips (with the reasons) only if there is none."""
-    reasons = []
-    choices: tuple[ConfinementChoice, ...] = ("cgroup-v2", "cgroup-v1")
-    for choice in choices:
-        try:
-            probe = create_confinement(
-                Limits(memory_bytes=64 << 20), instance="probe", choice=choice
-            )
-        except (ConfinementError, OSError) as exc:
-            reasons.append(f"{choice}: {exc}")
-            continue
-        probe.close()
-        return choice
-    pytest.skip("no writable cgroup on this machine: " + "; ".join(reasons))
 
 
 def memory_group(conf: Confinement) -> Path:

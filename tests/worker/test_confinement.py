@@ -16,7 +16,8 @@ from gateway.worker.confinement import (
     RlimitConfinement,
     create_confinement,
 )
-from tests.worker.conftest import memory_group, writable_cgroup_or_skip
+from tests.confinement import cgroup_under_test, expected_confinement
+from tests.worker.conftest import memory_group
 
 LIMITS = Limits(memory_bytes=300 << 20, cpu_quota_percent=150)
 
@@ -37,8 +38,15 @@ def test_explicit_choice_that_is_unavailable_raises(tmp_path: Path) -> None:
         create_confinement(LIMITS, instance="t", cgroup_parent=tmp_path, choice="cgroup-v2")
 
 
-def test_auto_picks_a_writable_cgroup_and_cleans_up() -> None:
-    version = writable_cgroup_or_skip()
+def test_auto_picks_what_this_machine_has_and_cleans_up() -> None:
+    if expected_confinement() == "rlimit":
+        # The machine has no cgroup for us (cgroup_under_test asserts that where it runs):
+        # auto must fall back to RLIMIT_AS, nothing weaker.
+        conf = create_confinement(LIMITS, instance="auto")
+        assert conf.mode == "rlimit"
+        assert conf.memory_limit_bytes(None) == 300 << 20
+        return
+    version = cgroup_under_test()
     conf = create_confinement(LIMITS, instance="auto")
     assert conf.mode == version
     assert conf.memory_limit_bytes(None) == 300 << 20
@@ -62,7 +70,7 @@ def test_auto_picks_a_writable_cgroup_and_cleans_up() -> None:
 
 
 def test_cgroup_parent_overrides_where_the_group_is_made() -> None:
-    version = writable_cgroup_or_skip()
+    version = cgroup_under_test()
     probe = create_confinement(LIMITS, instance="probe", choice=version)
     base = memory_group(probe)
     probe.close()

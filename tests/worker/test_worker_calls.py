@@ -12,6 +12,7 @@ import pytest_asyncio
 
 from gateway.errors import ContextOverflow
 from gateway.worker.supervisor import WorkerSupervisor
+from tests.confinement import assert_machine_confinement
 from tests.worker.conftest import worker_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -117,7 +118,7 @@ async def test_health_reports_the_live_worker(worker: WorkerSupervisor) -> None:
     assert health.pid != os.getpid()
     assert health.rss_bytes is not None
     assert health.rss_bytes > 50 << 20
-    assert health.confinement in {"cgroup-v2", "cgroup-v1", "rlimit"}
+    assert_machine_confinement(health.confinement)
     assert health.memory_limit_bytes == 1024 << 20
     assert health.restarts == 0
     assert health.model == "SmolLM2-135M-Instruct.Q4_1"

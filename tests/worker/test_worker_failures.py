@@ -16,6 +16,7 @@ from gateway.errors import (
     WorkerTimeout,
     WorkerUnavailable,
 )
+from tests.confinement import cgroup_under_test
 from tests.worker.conftest import (
     SupervisorFactory,
     cgroup_dirs_named,
@@ -23,7 +24,6 @@ from tests.worker.conftest import (
     wait_for_state,
     wait_until,
     worker_config,
-    writable_cgroup_or_skip,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -97,7 +97,7 @@ async def test_crash_while_idle_is_noticed_and_restarted(
 async def test_cgroup_limit_is_read_back_and_oom_is_classified(
     make_supervisor: SupervisorFactory,
 ) -> None:
-    version = writable_cgroup_or_skip()
+    version = cgroup_under_test()
     sup = make_supervisor(worker_config(memory_limit_mb=256), instance="oomtest")
     await sup.start()
     health = sup.health()
