@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 E203 = "What does alarm E203 on press P2 mean?"
 FILTER = "Which filter element do I need for the P2 pressure filter?"
 PUMP = "How do I check the pump delivery on press P2?"
+OFF_TOPIC = "What is the best recipe for chocolate cake?"
 
 
 def stream_payload(qid: str, text: str) -> bytes:
@@ -93,9 +94,16 @@ async def test_mqtt_partials_arrive_in_order_and_the_final_answer_is_complete(
         pieces = partials(t3, t3.answer_topic + "/partial", qid3)
         assert_partials_spell_the_answer([p.json for p in pieces], final)
 
-        await asyncio.sleep(0.3)  # anything late would have arrived by now
-        assert [r.topic for r in t2.replies] == [t2.answer_topic]
-        assert gw.metrics.model_runs == 4
+        # t2 (not streaming) got its answer and no partial: a later question of t2's is
+        # answered, and the two answers are all t2 ever received (partials of the first would
+        # have come before its answer, on the same subscription).
+        later = await t2.ask(OFF_TOPIC)
+        assert (await t2.wait_for(later)).json["fallback"] is True
+        assert [(r.topic, r.json["question_id"]) for r in t2.replies] == [
+            (t2.answer_topic, qid),
+            (t2.answer_topic, later),
+        ]
+        assert gw.metrics.model_runs == 4  # the off-topic one is a fallback, no model run
 
 
 async def test_nats_partials_go_to_the_answer_subject_and_the_answer_to_the_inbox(
@@ -121,5 +129,15 @@ async def test_nats_partials_go_to_the_answer_subject_and_the_answer_to_the_inbo
         t.replies.clear()
         reply = await t.request("ns-2", FILTER)
         assert reply["kind"] == "answer"
-        await asyncio.sleep(0.3)
-        assert t.replies == []
+        # Proven by a later streamed question without a reply subject: its partials and its
+        # answer arrive on the answer subject and below it (the subscriptions a partial or a
+        # misrouted answer of ns-2 would have used, and earlier), and they are all that came.
+        await t.nc.publish(t.question_subject, stream_payload("ns-3", E203))
+        async with asyncio.timeout(120), t._arrived:
+            await t._arrived.wait_for(
+                lambda: (
+                    {s for s, r in t.replies if r["question_id"] == "ns-3"}
+                    == {t.answer_subject, t.answer_subject + ".partial"}
+                )
+            )
+        assert {r["question_id"] for _, r in t.replies} == {"ns-3"}
