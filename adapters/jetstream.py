@@ -132,6 +132,30 @@ async def ensure_last_value_stream(
         raise JetStreamConfigError(f"state stream {name!r}: {exc}") from exc
 
 
+async def last_values(nc: Client, *, stream: str, subject: str, timeout_s: float) -> list[Msg]:
+    """The newest message of every subject matching `subject` in the last-value `stream`, read
+    with a short-lived ephemeral consumer (deliver last per subject, no acks)."""
+    js = nc.jetstream(timeout=timeout_s)
+    config = api.ConsumerConfig(
+        deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+        ack_policy=api.AckPolicy.NONE,
+        inactive_threshold=60.0,
+    )
+    try:
+        consumer = await js.pull_subscribe(subject, stream=stream, config=config)
+    except nats.js.errors.APIError as exc:
+        raise JetStreamConfigError(f"state stream {stream!r}: {exc}") from exc
+    try:
+        pending = (await consumer.consumer_info()).num_pending or 0
+        found: list[Msg] = []
+        while len(found) < pending:
+            found.extend(await consumer.fetch(min(256, pending - len(found)), timeout=timeout_s))
+        log.info("nats.last_values_replayed", subject=subject, messages=len(found))
+        return found
+    finally:
+        await consumer.unsubscribe()
+
+
 class JetStreamIntake:
     """Owns the stream/consumer set-up, the pull loop, the held messages and the dead letters."""
 

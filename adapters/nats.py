@@ -243,22 +243,36 @@ class NatsAdapter:
             await self._nc.close()
 
     async def _subscribe_routes(self) -> None:
-        for sub in self._subscriptions:
-            index = terminal_token_index(sub.topic_filter)
-            await self._nc.subscribe(
-                sub.topic_filter,
-                queue=self._cfg.queue_group if sub.shared else "",
-                cb=self._route_callback(sub, index),
-            )
-        if self._cfg.mode == "jetstream" and self._retained_subjects and self._state_stream:
-            from adapters.jetstream import ensure_last_value_stream
+        kept = self._cfg.mode == "jetstream" and bool(
+            self._retained_subjects and self._state_stream
+        )
+        if kept:
+            from adapters.jetstream import ensure_last_value_stream, last_values
 
+            assert self._state_stream is not None
             await ensure_last_value_stream(
                 self._nc,
                 self._cfg.jetstream,
                 name=self._state_stream,
                 subjects=self._retained_subjects,
                 timeout_s=self._cfg.publish_timeout_s,
+            )
+        for sub in self._subscriptions:
+            index = terminal_token_index(sub.topic_filter)
+            callback = self._route_callback(sub, index)
+            if sub.last_values and kept:  # NATS's retained messages, before the live ones
+                assert self._state_stream is not None
+                for msg in await last_values(
+                    self._nc,
+                    stream=self._state_stream,
+                    subject=sub.topic_filter,
+                    timeout_s=self._cfg.publish_timeout_s,
+                ):
+                    await callback(msg)
+            await self._nc.subscribe(
+                sub.topic_filter,
+                queue=self._cfg.queue_group if sub.shared else "",
+                cb=callback,
             )
 
     def _route_callback(self, sub: Subscription, index: int) -> Callable[[Msg], Awaitable[None]]:

@@ -49,7 +49,7 @@ PURGE_INTERVAL_S = 3600.0
 
 def wildcard_subject(template: str) -> str:
     """A NATS filter for every subject a per-device template can produce: the tokens before its
-    first placeholder, then `>` (an alarm code such as `TT-101.high` spans two tokens)."""
+    first placeholder, then `>` (what follows may be one token or, in a custom template, more)."""
     tokens = template.split(".")
     fixed = list(itertools.takewhile(lambda token: "{" not in token, tokens))
     return ".".join([*fixed, ">"]) if len(fixed) < len(tokens) else template
@@ -166,8 +166,8 @@ class Gateway:
             )
             for adapter in self.adapters.values():
                 await adapter.start(self._router(routes))
-            if diagnosis is not None and not diagnosis.synced:
-                await self.adapters["mqtt"].publish(self._sync_topic(), b"{}")
+            if diagnosis is not None:
+                await self._release_events(diagnosis)
             await service.recover()
             ops.start_metrics()
             async with asyncio.TaskGroup() as tasks:
@@ -229,24 +229,36 @@ class Gateway:
             [Subscription(ROUTE_SYNC, self._sync_topic(), shared=False)] if bus == "mqtt" else []
         )
         return [
-            Subscription(ROUTE_PEER, each(status), shared=False),
-            Subscription(ROUTE_PEER, each(health), shared=False),
-            Subscription(ROUTE_DIAGNOSIS_MIRROR, each(alarm), shared=False),
+            Subscription(ROUTE_PEER, each(status), shared=False, last_values=True),
+            Subscription(ROUTE_PEER, each(health), shared=False, last_values=True),
+            Subscription(ROUTE_DIAGNOSIS_MIRROR, each(alarm), shared=False, last_values=True),
             *barrier,
             Subscription(ROUTE_DEVICE_EVENT, s.topic(events), shared=False),
         ]
 
     def _diagnosis_routes(self, diagnosis: DiagnosisService) -> dict[str, MessageHandler]:
-        # MQTT replays retained diagnoses and statuses at subscription, and a resumed session
-        # may hold device events from while this instance was down: events wait for the
-        # barrier published after start, so they meet a rebuilt board and roster.
-        diagnosis.synced = "mqtt" not in self.adapters
+        # Device events wait until the board and the roster are rebuilt (`_release_events`).
+        diagnosis.synced = False
         return {
             ROUTE_DEVICE_EVENT: diagnosis.on_event,
             ROUTE_PEER: diagnosis.on_peer,
             ROUTE_DIAGNOSIS_MIRROR: diagnosis.on_mirror,
             ROUTE_SYNC: diagnosis.on_sync,
         }
+
+    async def _release_events(self, diagnosis: DiagnosisService) -> None:
+        """When device events may be handled: MQTT replays retained diagnoses and statuses at
+        subscription, and a resumed session may hold events from while this instance was down,
+        so events wait for this instance's barrier message to come back (after the replay).
+        NATS JetStream replayed the state stream inside `start`. Core NATS keeps nothing: the
+        roster fills from the others' health messages, so events wait two health intervals."""
+        if "mqtt" in self.adapters:
+            await self.adapters["mqtt"].publish(self._sync_topic(), b"{}")
+        elif self.settings.nats.mode == "core":
+            wait = 2 * self.settings.health.interval_s
+            asyncio.get_running_loop().call_later(wait, diagnosis.release, "roster_filled")
+        else:
+            diagnosis.release("state_replayed")
 
     def _sync_topic(self) -> str:
         return self.settings.topic(self.settings.mqtt.status_topic) + "/sync"
@@ -258,7 +270,12 @@ class Gateway:
         retained = sorted(
             {
                 wildcard_subject(template.replace("{site}", s.site))
-                for template in (d.nats_diagnosis_subject, d.nats_alarm_subject)
+                for template in (
+                    d.nats_diagnosis_subject,
+                    d.nats_alarm_subject,
+                    s.nats.status_subject,
+                    s.nats.health_subject,
+                )
             }
             if d.enabled
             else set()

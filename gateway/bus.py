@@ -45,6 +45,10 @@ class Subscription:
     route: str
     topic_filter: str
     shared: bool = True
+    last_values: bool = False
+    """Deliver the last value the bus keeps for each matching topic first: MQTT does it for
+    every subscription (retained messages); NATS only in JetStream mode, from the state stream
+    (core NATS keeps nothing)."""
 
 
 @dataclass(frozen=True, slots=True)

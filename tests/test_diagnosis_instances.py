@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,13 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiomqtt
+import nats
 import pytest
 
+from gateway.config import Settings
 from gateway.diagnosis.ownership import owner
-from tests.brokers import Mosquitto
+from models.diagnosis import Diagnosis
+from tests.brokers import Mosquitto, NatsServer
 from tests.conftest import SettingsFactory
 from tests.daemon import Daemon
 from tests.devices import event, event_topic
+from tests.harness import GatewayRunner
 
 pytestmark = pytest.mark.slow
 
@@ -228,3 +233,47 @@ def handled(daemons: dict[str, Daemon], event_name: str, code: str) -> list[str]
             for e in daemon.events()
         )
     )
+
+
+async def test_a_nats_jetstream_instance_rebuilds_the_board_from_the_state_stream(
+    nats_server: NatsServer, make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """NATS keeps no retained messages; in JetStream mode the state stream holds the last
+    diagnosis of every alarm and the gateways' status, and a fresh instance replays them."""
+
+    def settings_for(instance: str) -> Settings:
+        data = tmp_path / instance
+        data.mkdir()
+        shutil.copy(tmp_path / "data" / "kb.sqlite3", data / "kb.sqlite3")
+        return make_settings(
+            None,
+            "nats.enabled=true",
+            f'nats.servers=["{nats_server.url}"]',
+            "nats.mode=jetstream",
+            f"instance={instance}",
+            f"data_dir={data}",
+            "diagnosis.coalesce_window_s=0",
+        )
+
+    headline = f"edge.plant1.diagnosis.{DEVICE}"
+    nats_event = f"edge.plant1.device.{DEVICE}.event"
+    nc = await nats.connect(nats_server.url)
+    try:
+        live = await nc.subscribe(f"{headline}.>")
+        heads = await nc.subscribe(headline)
+        async with GatewayRunner(settings_for("gw-a")):
+            await nc.publish(nats_event, event("alarm_raised", "X1", "critical"))
+            first = Diagnosis.model_validate_json((await live.next_msg(timeout=60)).data)
+            assert (first.alarm_code, first.state) == ("X1", "active")
+        # gw-a stopped: a new instance with an empty memory takes the device.
+        async with GatewayRunner(settings_for("gw-b")) as gw:
+            assert gw.diagnosis is not None
+            assert gw.diagnosis.board.get(DEVICE, "X1") == first, "replayed from the state stream"
+            await nc.publish(nats_event, event("alarm_raised", "X2", "warning"))
+            second = Diagnosis.model_validate_json((await live.next_msg(timeout=60)).data)
+            assert (second.alarm_code, second.state) == ("X2", "active")
+            await heads.next_msg(timeout=60)  # gw-a's headline (X1)
+            now = Diagnosis.model_validate_json((await heads.next_msg(timeout=60)).data)
+            assert (now.alarm_code, now.state) == ("X1", "active"), "X1 is still the headline"
+    finally:
+        await nc.close()

@@ -163,9 +163,18 @@ class DiagnosisService:
         """This instance's own barrier message came back: everything the broker replays at
         subscription (retained diagnoses, statuses) was delivered before it. Held events go."""
         inbound.ack()
+        self.release("barrier")
+
+    def release(self, reason: str) -> None:
+        """From now on device events are handled; the ones held meanwhile go first, in order."""
         if not self.synced:
             self.synced = True
-            log.info("diagnosis.synced", board_devices=len(self.board), held=len(self._held))
+            log.info(
+                "diagnosis.synced",
+                reason=reason,
+                board_devices=len(self.board),
+                held=len(self._held),
+            )
             self._release_held()
 
     def _release_held(self) -> None:
