@@ -7,11 +7,10 @@ in topics (`.../diagnosis/{device_id}/{code}`), so it has the same character rul
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, TypeAdapter
+from pydantic import AwareDatetime, Field, StringConstraints, TypeAdapter
 
 from models.base import SCHEMA_VERSION, WireModel
 
@@ -48,7 +47,9 @@ class _DeviceEventBase(WireModel):
     severity: Severity = Severity.WARNING
     value: Measurement | None = Field(default=None, description="The measured value, if any.")
     unit: Unit | None = Field(default=None, description="Unit of `value`, e.g. bar or degC.")
-    timestamp: datetime = Field(description="When the device saw it (ISO 8601, with offset).")
+    timestamp: AwareDatetime = Field(
+        description="When the device saw it (ISO 8601, with offset: a time without one is refused)."
+    )
     text: Annotated[str, StringConstraints(max_length=512)] | None = Field(
         default=None, description="The device's own alarm text, if it has one."
     )

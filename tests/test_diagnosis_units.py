@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from gateway.diagnosis.board import AlarmBoard
 from gateway.diagnosis.cache import DiagnosisCache
@@ -227,3 +228,14 @@ def test_grammar_cache_compiles_each_schema_once_and_types_bad_schemas() -> None
     assert "\\x00-\\x1f" in first._grammar
     with pytest.raises(SchemaGrammarError):
         cache.get('{"type": "string", "pattern": "unanchored("}')
+
+
+def test_a_device_event_time_without_offset_is_refused() -> None:
+    naive = (
+        b'{"kind": "alarm_raised", "code": "E203", "severity": "critical",'
+        b' "timestamp": "2026-01-01T08:00:00"}'
+    )
+    with pytest.raises(ValidationError, match="timezone"):
+        DEVICE_EVENT_ADAPTER.validate_json(naive)
+    aware = naive.replace(b'08:00:00"', b'08:00:00+01:00"')
+    assert DEVICE_EVENT_ADAPTER.validate_json(aware).timestamp.utcoffset() is not None

@@ -384,6 +384,20 @@ class QuestionService:
             )
             await self._outbox.deliver(entry, "error", payload, final=not exc.retryable)
             return
+        except Exception:
+            # A defect, not a state of the world: the terminal still hears about it (an
+            # acknowledged question must get a reply), the log has the traceback.
+            self.metrics.failed += 1
+            bound.exception("question.unexpected_error")
+            payload = error_reply(
+                terminal_id=entry.terminal_id,
+                question_id=entry.question_id,
+                code=ErrorCode.INTERNAL,
+                message="internal error while answering; logged as question.unexpected_error",
+                retryable=True,
+            )
+            await self._outbox.deliver(entry, "error", payload, final=False)
+            return
         if partials is not None:
             partials.finish()
         if answer.cached:
