@@ -332,6 +332,19 @@ class QuestionService:
         self._queued += 1
         self._work.put(Lane.QUESTION, functools.partial(self._answer_queued, entry))
 
+    async def _reply_error(
+        self, entry: JournalEntry, code: ErrorCode, message: str, *, retryable: bool
+    ) -> None:
+        """The error reply instead of an answer; a retryable one leaves the id open for a retry."""
+        payload = error_reply(
+            terminal_id=entry.terminal_id,
+            question_id=entry.question_id,
+            code=code,
+            message=message,
+            retryable=retryable,
+        )
+        await self._outbox.deliver(entry, "error", payload, final=not retryable)
+
     async def _answer(self, entry: JournalEntry) -> None:
         bound = log.bind(
             question_id=entry.question_id, terminal_id=entry.terminal_id, topic=entry.topic
@@ -340,14 +353,8 @@ class QuestionService:
         if entry.deadline is not None and now > entry.deadline:
             self.metrics.expired += 1
             bound.info("question.expired", late_s=round(now - entry.deadline, 3))
-            payload = error_reply(
-                terminal_id=entry.terminal_id,
-                question_id=entry.question_id,
-                code=ErrorCode.EXPIRED,
-                message="the question's message expiry passed before it could be answered",
-                retryable=False,
-            )
-            await self._outbox.deliver(entry, "error", payload, final=True)
+            message = "the question's message expiry passed before it could be answered"
+            await self._reply_error(entry, ErrorCode.EXPIRED, message, retryable=False)
             return
         ctx = QuestionContext(
             question_id=entry.question_id,
@@ -375,28 +382,15 @@ class QuestionService:
         except GatewayError as exc:
             self.metrics.failed += 1
             bound.warning("question.failed", code=str(exc.code), error=exc.message)
-            payload = error_reply(
-                terminal_id=entry.terminal_id,
-                question_id=entry.question_id,
-                code=exc.code,
-                message=exc.message,
-                retryable=exc.retryable,
-            )
-            await self._outbox.deliver(entry, "error", payload, final=not exc.retryable)
+            await self._reply_error(entry, exc.code, exc.message, retryable=exc.retryable)
             return
         except Exception:
             # A defect, not a state of the world: the terminal still hears about it (an
             # acknowledged question must get a reply), the log has the traceback.
             self.metrics.failed += 1
             bound.exception("question.unexpected_error")
-            payload = error_reply(
-                terminal_id=entry.terminal_id,
-                question_id=entry.question_id,
-                code=ErrorCode.INTERNAL,
-                message="internal error while answering; logged as question.unexpected_error",
-                retryable=True,
-            )
-            await self._outbox.deliver(entry, "error", payload, final=False)
+            message = "internal error while answering; logged as question.unexpected_error"
+            await self._reply_error(entry, ErrorCode.INTERNAL, message, retryable=True)
             return
         if partials is not None:
             partials.finish()
