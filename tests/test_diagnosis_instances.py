@@ -133,76 +133,67 @@ async def test_a_clear_never_hides_another_active_alarm_across_instances_and_res
         )
 
     daemons = {i: start(i) for i in INSTANCES}
-    headline = f"edge/plant1/diagnosis/{DEVICE}"
     try:
         async with scada(mosquitto.port) as s:
             for instance in INSTANCES:
                 await s.status(instance, "online")
 
             # 1. Raised: handled by the owner alone.
-            mark = len(s.received)
-            await s.client.publish(
-                event_topic(DEVICE), event("alarm_raised", "X1", "critical"), qos=1
-            )
-            at = await s.next_on(f"{headline}/X1", mark)
-            at = await s.next_on(headline, at)
-            assert alarm_state(s.received[at][1]) == ("X1", "active")
+            alarm, head = await step(s, event("alarm_raised", "X1", "critical"), "X1")
+            assert alarm == ("X1", "active")
+            assert head == ("X1", "active")
             assert handled(daemons, "alarm.window_opened", "X1") == [first]
 
             # 2. The owner is killed; the next alarm of the device goes to the next instance,
             #    whose board knows X1 from the bus: the headline stays the critical X1.
-            daemons[first].signal(signal.SIGKILL)
-            daemons[first].proc.wait(timeout=30)
-            await s.status(first, "offline")
-            mark = len(s.received)
-            await s.client.publish(
-                event_topic(DEVICE), event("alarm_raised", "X2", "warning"), qos=1
-            )
-            at = await s.next_on(f"{headline}/X2", mark)
-            at = await s.next_on(headline, at)
-            assert alarm_state(s.received[at][1]) == ("X1", "active")
+            await kill(s, daemons[first], first)
+            alarm, head = await step(s, event("alarm_raised", "X2", "warning"), "X2")
+            assert alarm == ("X2", "active")
+            assert head == ("X1", "active")
             assert handled(daemons, "alarm.window_opened", "X2") == [second]
 
             # 3. The second is killed too; the clear of X2 reaches the third: X1 is still active
             #    and must stay the headline (the bug: a board that never saw X1 said "cleared").
-            daemons[second].signal(signal.SIGKILL)
-            daemons[second].proc.wait(timeout=30)
-            await s.status(second, "offline")
-            mark = len(s.received)
-            await send(s, event("alarm_cleared", "X2"))
-            at = await s.next_on(f"{headline}/X2", mark)
-            assert s.received[at][1]["state"] == "cleared"
-            at = await s.next_on(headline, at)
-            assert alarm_state(s.received[at][1]) == ("X1", "active")
+            await kill(s, daemons[second], second)
+            alarm, head = await step(s, event("alarm_cleared", "X2"), "X2")
+            assert alarm == ("X2", "cleared")
+            assert head == ("X1", "active")
             assert handled(daemons, "alarm.cleared", "X2") == [third]
-            late = await retained_headline(mosquitto.port)
-            assert (late["alarm_code"], late["state"]) == ("X1", "active")
+            assert alarm_state(await retained_headline(mosquitto.port)) == ("X1", "active")
 
             # 4. The first comes back: it owns the device again, its board rebuilt from the
             #    retained diagnoses; clearing X1 leaves no active alarm: the headline is cleared.
             daemons[first] = start(first)
             await s.status(first, "online")
             daemons[first].wait_event("gateway.ready")
-            mark = len(s.received)
-            await send(s, event("alarm_cleared", "X1"))
-            at = await s.next_on(f"{headline}/X1", mark)
-            assert s.received[at][1]["state"] == "cleared"
-            at = await s.next_on(headline, at)
-            assert alarm_state(s.received[at][1]) == (
-                "X1",
-                "cleared",
-            )
+            alarm, head = await step(s, event("alarm_cleared", "X1"), "X1")
+            assert alarm == ("X1", "cleared")
+            assert head == ("X1", "cleared")
             assert handled(daemons, "alarm.cleared", "X1") == [first]
-            late = await retained_headline(mosquitto.port)
-            assert (late["alarm_code"], late["state"]) == ("X1", "cleared")
+            assert alarm_state(await retained_headline(mosquitto.port)) == ("X1", "cleared")
     finally:
         for daemon in daemons.values():
             if daemon.proc.poll() is None:
                 daemon.stop()
 
 
-async def send(s: Scada, payload: bytes) -> None:
+async def step(s: Scada, payload: bytes, code: str) -> tuple[tuple[object, object], ...]:
+    """Publish a device event; the (code, state) of the alarm's diagnosis it caused and of the
+    device headline published right after it."""
+    mark = len(s.received)
     await s.client.publish(event_topic(DEVICE), payload, qos=1)
+    topic = f"edge/plant1/diagnosis/{DEVICE}"
+    at = await s.next_on(f"{topic}/{code}", mark)
+    alarm = alarm_state(s.received[at][1])
+    at = await s.next_on(topic, at)
+    return alarm, alarm_state(s.received[at][1])
+
+
+async def kill(s: Scada, daemon: Daemon, instance: str) -> None:
+    """kill -9, and wait until the broker has published its Last Will."""
+    daemon.signal(signal.SIGKILL)
+    daemon.proc.wait(timeout=30)
+    await s.status(instance, "offline")
 
 
 def alarm_state(diagnosis: dict[str, object]) -> tuple[object, object]:
