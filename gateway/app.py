@@ -38,6 +38,7 @@ from gateway.questions.metrics import Metrics
 from gateway.questions.service import QuestionService
 from gateway.rag.live import LiveKnowledgeBase
 from gateway.rag.opening import generation_model_path, open_knowledge_base
+from gateway.version import package_version
 from gateway.worker.scheduler import PriorityScheduler
 from gateway.worker.supervisor import WorkerSupervisor
 from models.health import GatewayState, Status
@@ -74,7 +75,12 @@ class Gateway:
 
     def _status(self, state: GatewayState) -> bytes:
         return (
-            Status(instance=self.settings.instance, state=state, since=datetime.now(UTC))
+            Status(
+                instance=self.settings.instance,
+                state=state,
+                since=datetime.now(UTC),
+                version=package_version(),
+            )
             .model_dump_json()
             .encode()
         )
@@ -337,6 +343,7 @@ class Gateway:
                 fallback_action=d.fallback_action,
             ),
             max_payload_bytes=s.limits.max_payload_bytes,
+            max_json_depth=s.limits.max_json_depth,
             roster=Roster(s.instance, timeout_s=d.owner_timeout_s),
         )
 

@@ -11,6 +11,10 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt
 from models.base import SCHEMA_VERSION, Identifier, ShortText, WireModel
 
 Percent = Annotated[float, Field(ge=0.0, le=100.0)]
+VERSION_DESCRIPTION = (
+    "The gateway's release (`edge-gateway --version`). Absent or null from gateways released "
+    "before it was added."
+)
 
 
 class GatewayState(StrEnum):
@@ -28,6 +32,7 @@ class Status(WireModel):
     instance: Identifier
     state: GatewayState
     since: datetime | None = None
+    version: ShortText | None = Field(default=None, description=VERSION_DESCRIPTION)
 
 
 class SystemHealth(WireModel):
@@ -182,3 +187,4 @@ class Health(WireModel):
     buses: dict[Identifier, BusHealth]
     kb_chunks: NonNegativeInt
     generated_at: datetime
+    version: ShortText | None = Field(default=None, description=VERSION_DESCRIPTION)

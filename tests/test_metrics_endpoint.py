@@ -9,6 +9,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.version import package_version
 from tests.brokers import Mosquitto, free_port
 from tests.conftest import SettingsFactory
 from tests.harness import GatewayRunner, terminal
@@ -44,6 +45,7 @@ async def test_counters_move_with_traffic_and_match_the_health_message(
         assert before[("edge_gateway_state", (("state", "online"),))] == 1
         assert before[("edge_gateway_kb_chunks", ())] > 0
         assert before[("edge_gateway_kb_size_bytes", ())] > 0
+        assert before[("edge_gateway_build_info", (("version", package_version()),))] == 1
         qid = await term.ask("What does alarm E203 on press P2 mean?")
         assert (await term.wait_for(qid, 120)).json["kind"] == "answer"
         qid = await term.ask("Who won the football world cup in 1998?")
@@ -69,6 +71,11 @@ async def test_counters_move_with_traffic_and_match_the_health_message(
             # The retained one may predate the traffic; the next ones (every 0.5 s) do not.
             replies = await watcher.wait_count(3, 10)
             health = json.loads(replies[-1].payload)
+        async with terminal(
+            mosquitto.port, "status", subscribe=("edge/plant1/gateway/gw1/status",)
+        ) as status_watcher:
+            status = json.loads((await status_watcher.wait_count(1, 10))[-1].payload)
+        assert health["version"] == status["version"] == package_version()
         assert health["counters"]["answered"] == answers(after, "answered")
         assert health["counters"]["fallback"] == answers(after, "fallback")
         assert health["kb_chunks"] == after[("edge_gateway_kb_chunks", ())]

@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 
 from gateway.questions.metrics import LAG_BUCKETS_S, Histogram, Metrics
+from gateway.version import package_version
 from models.health import (
     BusHealth,
     DiagnosisCounters,
@@ -136,4 +137,5 @@ class HealthReporter:
             buses=dict(self._buses()),
             kb_chunks=self._kb_chunks(),
             generated_at=datetime.now(UTC),
+            version=package_version(),
         )

@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from gateway.config import MetricsConfig
 from gateway.logging import get_logger
 from gateway.questions.metrics import Histogram
+from gateway.version import package_version
 from models.health import GatewayState
 
 if TYPE_CHECKING:
@@ -71,6 +72,13 @@ class GatewayCollector(Collector):
     def _families(self) -> Iterator[Metric]:
         gw = self._gw
         m = gw.metrics
+        build = GaugeMetricFamily(
+            f"{PREFIX}_build_info",
+            "Always 1; the label says which release runs (edge-gateway --version)",
+            labels=["version"],
+        )
+        build.add_metric([package_version()], 1.0)
+        yield build
         state = gw.state()
         family = GaugeMetricFamily(
             f"{PREFIX}_state", "1 for the gateway's current state", labels=["state"]
