@@ -239,3 +239,13 @@ def test_a_device_event_time_without_offset_is_refused() -> None:
         DEVICE_EVENT_ADAPTER.validate_json(naive)
     aware = naive.replace(b'08:00:00"', b'08:00:00+01:00"')
     assert DEVICE_EVENT_ADAPTER.validate_json(aware).timestamp.utcoffset() is not None
+
+
+def test_the_shared_json_rules_refuse_a_duplicate_key_by_name() -> None:
+    """The rules DiagnosisService.on_event applies to device events, as intake does to
+    questions: a duplicate key is refused (the last one does not silently win), by name."""
+    from gateway.questions.intake import PayloadRefused, parse_json_object
+
+    twice = b'{"kind": "alarm_raised", "code": "E203", "code": "E204", "severity": "info"}'
+    with pytest.raises(PayloadRefused, match="duplicate key 'code'"):
+        parse_json_object(twice, max_bytes=4096, max_depth=8)

@@ -38,7 +38,7 @@ from gateway.diagnosis.pipeline import (
 )
 from gateway.errors import GatewayError
 from gateway.logging import get_logger
-from gateway.questions.intake import is_identifier
+from gateway.questions.intake import PayloadRefused, is_identifier, parse_json_object
 from gateway.questions.ratelimit import RateLimiter
 from gateway.rag.search import Search
 from gateway.worker.scheduler import Lane, PriorityScheduler
@@ -72,6 +72,7 @@ class DiagnosisService:
         kb_version: KbVersion,
         policy: DiagnosisPolicy,
         max_payload_bytes: int,
+        max_json_depth: int = 16,
         roster: Roster | None = None,
     ) -> None:
         """`roster`: the live instances, when several may share the broker; a device's events
@@ -89,6 +90,7 @@ class DiagnosisService:
         self._kb_version = kb_version
         self.policy = policy
         self._max_payload = max_payload_bytes
+        self._max_depth = max_json_depth
         self.metrics = DiagnosisMetrics()
         self.coalescer = Coalescer(window_s=cfg.coalesce_window_s, max_open=cfg.max_open_windows)
         self._limiter = RateLimiter(
@@ -134,8 +136,13 @@ class DiagnosisService:
         if self.roster is not None and not self.roster.owns(device, time.time()):
             self.metrics.not_owned += 1
             return  # its owner, which receives the same event, handles it
-        if len(inbound.payload) > self._max_payload:
-            self._reject(inbound, f"payload over {self._max_payload} bytes")
+        try:
+            # The same JSON rules as questions: no duplicate keys, NaN, NUL or deep nesting.
+            parse_json_object(
+                inbound.payload, max_bytes=self._max_payload, max_depth=self._max_depth
+            )
+        except PayloadRefused as refused:
+            self._reject(inbound, refused.message)
             return
         try:
             event = DEVICE_EVENT_ADAPTER.validate_json(inbound.payload)

@@ -32,7 +32,9 @@ class IntakeError:
     question_id: str | None = None
 
 
-class _Refused(Exception):
+class PayloadRefused(Exception):
+    """A payload refused before validation (size, encoding, JSON shape), with its wire code."""
+
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
@@ -65,18 +67,20 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise _Refused(ErrorCode.INVALID_JSON, f"duplicate key {key[:64]!r}")
+            raise PayloadRefused(ErrorCode.INVALID_JSON, f"duplicate key {key[:64]!r}")
         result[key] = value
     return result
 
 
 def _refuse_constant(name: str) -> Any:
-    raise _Refused(ErrorCode.INVALID_JSON, f"{name} is not valid JSON")
+    raise PayloadRefused(ErrorCode.INVALID_JSON, f"{name} is not valid JSON")
 
 
 def _bounded_int(text: str) -> int:
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise _Refused(ErrorCode.INVALID_JSON, f"integer with more than {MAX_INT_DIGITS} digits")
+        raise PayloadRefused(
+            ErrorCode.INVALID_JSON, f"integer with more than {MAX_INT_DIGITS} digits"
+        )
     return int(text)
 
 
@@ -84,11 +88,11 @@ def _check_strings(value: Any) -> None:
     """Lone surrogates (from `\\ud800` escapes) and NUL cannot be stored or forwarded safely."""
     if isinstance(value, str):
         if "\x00" in value:
-            raise _Refused(ErrorCode.INVALID_QUESTION, "strings must not contain NUL")
+            raise PayloadRefused(ErrorCode.INVALID_QUESTION, "strings must not contain NUL")
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise _Refused(
+            raise PayloadRefused(
                 ErrorCode.INVALID_ENCODING, "string contains a lone surrogate escape"
             ) from None
     elif isinstance(value, dict):
@@ -101,20 +105,20 @@ def _check_strings(value: Any) -> None:
 
 
 def parse_json_object(payload: bytes, *, max_bytes: int, max_depth: int) -> dict[str, Any]:
-    """Parse a JSON object under explicit limits; raises `_Refused` with the wire code."""
+    """Parse a JSON object under explicit limits; raises `PayloadRefused` with the wire code."""
     if len(payload) > max_bytes:
-        raise _Refused(
+        raise PayloadRefused(
             ErrorCode.PAYLOAD_TOO_LARGE,
             f"payload is {len(payload)} bytes; the limit is {max_bytes}",
         )
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _Refused(
+        raise PayloadRefused(
             ErrorCode.INVALID_ENCODING, f"payload is not UTF-8 (byte {exc.start})"
         ) from None
     if json_depth(text) > max_depth:
-        raise _Refused(ErrorCode.INVALID_JSON, f"JSON nested deeper than {max_depth} levels")
+        raise PayloadRefused(ErrorCode.INVALID_JSON, f"JSON nested deeper than {max_depth} levels")
     try:
         value = json.loads(
             text,
@@ -122,12 +126,12 @@ def parse_json_object(payload: bytes, *, max_bytes: int, max_depth: int) -> dict
             parse_constant=_refuse_constant,
             parse_int=_bounded_int,
         )
-    except _Refused:
+    except PayloadRefused:
         raise
     except (ValueError, RecursionError) as exc:
-        raise _Refused(ErrorCode.INVALID_JSON, f"invalid JSON: {exc}") from None
+        raise PayloadRefused(ErrorCode.INVALID_JSON, f"invalid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise _Refused(ErrorCode.INVALID_QUESTION, "a question must be a JSON object")
+        raise PayloadRefused(ErrorCode.INVALID_QUESTION, "the payload must be a JSON object")
     _check_strings(value)
     return value
 
@@ -145,7 +149,7 @@ def decode_question(payload: bytes, *, max_bytes: int, max_depth: int) -> Questi
     """The only way bytes become a Question."""
     try:
         data = parse_json_object(payload, max_bytes=max_bytes, max_depth=max_depth)
-    except _Refused as refused:
+    except PayloadRefused as refused:
         return IntakeError(refused.code, refused.message)
     raw_id = data.get("id")
     readable_id = raw_id if isinstance(raw_id, str) and is_identifier(raw_id) else None
