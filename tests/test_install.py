@@ -5,12 +5,14 @@ The Python check runs against a fake `python3` first on PATH that reports 3.10 (
 it answers `-c` programs with the real interpreter after setting sys.version_info to 3.10, logs
 every call, and refuses anything else (venv, pip), so a target that went past the check would
 fail loudly instead of building. The link is checked in a DESTDIR-staged tree, which skips the
-venv (the full install builds one; docs/install.md).
+venv; the full install (venv included) runs once into a temporary prefix, reusing the cached
+llama-cpp-python wheel (skipped where there is none: it would compile for minutes).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,10 +36,18 @@ exit 99
 """
 
 
-def make(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def clean_env() -> dict[str, str]:
+    """This process's environment without what an outer `make test` passes down."""
+    outer = ("PYTHON", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "VENV")
+    return {k: v for k, v in os.environ.items() if k not in outer}
+
+
+def make(
+    *args: str, env: dict[str, str] | None = None, timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["make", "--no-print-directory", "-s", "-C", str(REPO), *args],
-        capture_output=True, text=True, check=False, env=env, timeout=60,
+        capture_output=True, text=True, check=False, env=env or clean_env(), timeout=timeout_s,
     )  # fmt: skip
 
 
@@ -50,7 +60,7 @@ def old_python(tmp_path: Path) -> tuple[dict[str, str], Path]:
     fake = bin_dir / "python3"
     fake.write_text(OLD_PYTHON.format(log=log, real=sys.executable))
     fake.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "MAKEFLAGS", "MFLAGS")}
+    env = clean_env()
     env["PATH"] = f"{bin_dir}:{env['PATH']}"
     return env, log
 
@@ -140,3 +150,50 @@ def test_a_foreign_edge_gateway_on_path_is_neither_replaced_nor_removed(tmp_path
     assert left.returncode == 0, left.stderr
     assert f"left {foreign}: not a link to /opt/edge-gateway" in left.stdout
     assert os.readlink(foreign) == "/srv/other/venv/bin/edge-gateway"
+
+
+WHEEL_CACHE = Path.home() / ".cache" / "edge-gateway" / "wheels"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_full_install_into_a_temporary_prefix_puts_edge_gateway_on_path(tmp_path: Path) -> None:
+    makefile = (REPO / "Makefile").read_text()
+    llama = re.search(r"(?m)^LLAMA_VERSION := (\S+)$", makefile)
+    assert llama is not None
+    if not list(WHEEL_CACHE.glob(f"llama_cpp_python-{llama.group(1)}-*.whl")):
+        pytest.skip(f"no cached llama-cpp-python wheel in {WHEEL_CACHE}: `make venv` builds it")
+    root = tmp_path / "root"
+    dirs = (
+        f"PREFIX={root}/opt/edge-gateway",
+        f"SYSCONFDIR={root}/etc/edge-gateway",
+        f"STATEDIR={root}/var/lib/edge-gateway",
+        f"CACHEDIR={root}/var/cache/edge-gateway",
+        f"UNITDIR={root}/etc/systemd/system",
+        f"SYSUSERSDIR={root}/usr/lib/sysusers.d",
+        f"BINDIR={root}/bin",
+        f"WHEEL_CACHE={WHEEL_CACHE}",
+        "SYSTEMD_RUNNING=",  # never systemctl from a test, even on a box running systemd
+    )
+    installed = make("install", *dirs, timeout_s=800)
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+    # `edge-gateway` is found on PATH, bare, as the README's commands call it.
+    env = clean_env() | {"PATH": f"{root}/bin:/usr/bin:/bin"}
+    version = subprocess.run(
+        ["edge-gateway", "--version"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    pyproject = re.search(r'(?m)^version = "(.+)"$', (REPO / "pyproject.toml").read_text())
+    assert pyproject is not None
+    assert version == f"edge-gateway {pyproject.group(1)}\n"
+    link = root / "bin" / "edge-gateway"
+    assert link.resolve() == (root / "opt/edge-gateway/venv/bin/edge-gateway").resolve()
+    checked = subprocess.run(
+        ["edge-gateway", "--config", f"{root}/etc/edge-gateway/gateway.toml", "config", "check"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    removed = make("uninstall", *dirs)
+    assert removed.returncode == 0, removed.stderr
+    assert not link.is_symlink()
+    assert not (root / "opt/edge-gateway").exists()
+    assert (root / "etc/edge-gateway/gateway.toml").exists()  # kept unless PURGE=1
