@@ -137,7 +137,9 @@ class Gateway:
                 **self._answer_cache(kb),
             )
             scheduler = PriorityScheduler(
-                burst=s.queue.priority_burst, max_wait_s=s.queue.max_wait_s
+                burst=s.queue.priority_burst,
+                max_wait_s=s.queue.max_wait_s,
+                on_urgent=worker.preempt,
             )
             self._build_adapters()
             service = QuestionService(

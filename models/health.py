@@ -143,6 +143,10 @@ class DiagnosisCounters(WireModel):
             "instance was down, handled meanwhile by another): ignored."
         ),
     )
+    preempted: NonNegativeInt = Field(
+        default=0,
+        description="Routine diagnoses stopped between two tokens for a question (then rerun).",
+    )
     open_windows: NonNegativeInt = 0
 
 

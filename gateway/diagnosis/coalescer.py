@@ -40,6 +40,8 @@ class Window:
     last: RaisingEvent | None = None
     closed: bool = False
     result: object | None = field(default=None, repr=False)
+    preemptions: int = 0
+    """Times its generation gave way to a question (bounded: MAX_PREEMPTIONS)."""
 
     @property
     def key(self) -> AlarmKey:

@@ -27,6 +27,7 @@ class DiagnosisMetrics:
     failed: int = 0
     not_owned: int = 0
     stale: int = 0
+    preempted: int = 0
 
     def snapshot(self, *, open_windows: int) -> DiagnosisCounters:
         return DiagnosisCounters(**asdict(self), open_windows=open_windows)

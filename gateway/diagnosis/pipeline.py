@@ -57,7 +57,12 @@ class StructuredModel(Protocol):
         max_tokens: int,
         temperature: float,
         json_schema: str | None = None,
+        preemptible: bool = False,
     ) -> GenerationResult: ...
+
+
+class Preempted(Exception):
+    """The generation gave way to more urgent work (a question); the alarm goes back in line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +133,12 @@ def build_messages(alarm: Alarm, chunks: Sequence[ContextChunk]) -> list[dict[st
 
 
 async def diagnose(
-    alarm: Alarm, model: StructuredModel, search: Search, policy: DiagnosisPolicy
+    alarm: Alarm,
+    model: StructuredModel,
+    search: Search,
+    policy: DiagnosisPolicy,
+    *,
+    preemptible: bool = False,
 ) -> Diagnosed:
     """Run the pipeline once. Worker errors propagate (typed GatewayError); invalid model
     output does not: it is logged as an error event and returned as `invalid_output`."""
@@ -146,7 +156,10 @@ async def diagnose(
         max_tokens=policy.max_tokens,
         temperature=policy.temperature,
         json_schema=DRAFT_SCHEMA,
+        preemptible=preemptible,
     )
+    if result.finish_reason == "preempted":
+        raise Preempted
     generate_ms = (time.perf_counter() - started) * 1000
     sources = tuple(to_source(h) for h in used)
     try:

@@ -32,6 +32,7 @@ from gateway.diagnosis.pipeline import (
     Diagnosed,
     DiagnosisPolicy,
     KbVersion,
+    Preempted,
     StructuredModel,
     diagnose,
     to_diagnosis,
@@ -47,6 +48,11 @@ from models.diagnosis import Diagnosis, DiagnosisState
 from models.health import DiagnosisCounters, Health, Status
 
 log = get_logger(__name__)
+
+MAX_PREEMPTIONS = 3
+"""A routine diagnosis gives way to questions at most this often; then it runs to its end, so
+an endless stream of questions cannot starve it (its wait in the queue is bounded by the
+scheduler's burst and deadline rules)."""
 
 _PEER_ADAPTER: TypeAdapter[Health | Status] = TypeAdapter(Health | Status)
 
@@ -302,12 +308,17 @@ class DiagnosisService:
             return  # cleared before its turn; counted as superseded
         alarm = _alarm(window.device_id, window.first, window.severity)
         bound = log.bind(device_id=alarm.device_id, alarm_code=alarm.code)
+        preemptible = window.severity != Severity.CRITICAL and window.preemptions < MAX_PREEMPTIONS
         try:
             version = await self._kb_version()
             now = time.monotonic()
             cached = self._cache.get(window.key, kb_version=version, now=now)
             if cached is None:
-                diagnosed = await diagnose(alarm, self._model, self._search, self.policy)
+                if preemptible and self._urgent_waiting():
+                    raise Preempted  # a question came during retrieval: let it go first
+                diagnosed = await diagnose(
+                    alarm, self._model, self._search, self.policy, preemptible=preemptible
+                )
                 if diagnosed.reason == "model":
                     self.metrics.model_runs += 1
                 if diagnosed.reason != "invalid_output":
@@ -315,6 +326,14 @@ class DiagnosisService:
             else:
                 self.metrics.cached += 1
             window.result = (cached or diagnosed, cached is not None)
+        except Preempted:
+            # A question arrived while this routine diagnosis was generating: it stopped
+            # between two tokens; it goes back to its lane and runs again after the question.
+            window.preemptions += 1
+            self.metrics.preempted += 1
+            bound.info("diagnosis.preempted", times=window.preemptions)
+            self._scheduler.put(Lane.ROUTINE, lambda: self._diagnose_window(window))
+            return
         except GatewayError as exc:
             self.metrics.failed += 1
             bound.warning("diagnosis.failed", code=str(exc.code), error=exc.message)
@@ -324,6 +343,9 @@ class DiagnosisService:
             asyncio.get_running_loop().call_later(delay, self._close_window, window)
         else:
             self._close_window(window)
+
+    def _urgent_waiting(self) -> bool:
+        return bool(self._scheduler.depth(Lane.QUESTION) + self._scheduler.depth(Lane.CRITICAL))
 
     def _close_window(self, window: Window) -> None:
         if window.closed:

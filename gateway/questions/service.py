@@ -142,6 +142,7 @@ class QuestionService:
             except Exception:
                 log.exception("work.unexpected_error")
             finally:
+                self._work.finished()
                 self._idle.set()
 
     async def _answer_queued(self, entry: JournalEntry) -> None:

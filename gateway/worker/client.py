@@ -90,6 +90,7 @@ class WorkerClient(ABC):
         json_schema: str | None = None,
         repeat_penalty: float = 1.0,
         stop_on_loop: bool = False,
+        preemptible: bool = False,
     ) -> Generation:
         """Generate a reply. With `on_token`, text arrives as it is produced (concatenated, it
         equals the final text). ContextOverflow if prompt + max_tokens exceed the context.
@@ -104,6 +105,7 @@ class WorkerClient(ABC):
             json_schema=json_schema,
             repeat_penalty=repeat_penalty,
             stop_on_loop=stop_on_loop,
+            preemptible=preemptible,
         )
         reply = await self._call(request, timeout_s=self._timeout(timeout_s), on_token=on_token)
         done = expect(reply, DoneEvent)

@@ -177,6 +177,7 @@ class Engine:
         json_schema: str | None = None,
         repeat_penalty: float = 1.0,
         stop_on_loop: bool = False,
+        should_stop: Callable[[], bool] | None = None,
     ) -> GenerationResult:
         """Generate a reply; `on_token` gets each piece of text as soon as it is final.
 
@@ -218,8 +219,10 @@ class Engine:
             repeat_penalty=repeat_penalty,
             grammar=grammar,
         ):
-            if first is None:
-                first = time.perf_counter()
+            first = first or time.perf_counter()
+            if should_stop is not None and should_stop():
+                finish = "preempted"  # the KV cache keeps the prompt: resuming reuses it
+                break
             if llama_cpp.llama_vocab_is_eog(self._vocab, token):
                 finish = "stop"
                 break
@@ -247,14 +250,13 @@ class Engine:
             emit(pending)
         ended = time.perf_counter()
         first = first or ended
-        perf = llama_cpp.llama_perf_context(self._llm.ctx)
         return GenerationResult(
             text=guard.text if guard is not None and finish == "loop" else "".join(pieces),
             prompt_tokens=n_prompt,
             completion_tokens=completion,
             prompt_ms=(first - started) * 1000.0,
             generate_ms=(ended - first) * 1000.0,
-            prompt_eval_tokens=int(perf.n_p_eval) or None,
+            prompt_eval_tokens=int(llama_cpp.llama_perf_context(self._llm.ctx).n_p_eval) or None,
             finish_reason=finish,
         )
 

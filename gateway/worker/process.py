@@ -68,6 +68,9 @@ class WorkerProcess:
     load_ms: float
     baseline: MemoryEvents = field(default_factory=MemoryEvents)
     busy: bool = False
+    preemptible: bool = False
+    """The request in progress is a generation that may be stopped (SIGUSR1)."""
+    op: str | None = None
     handled: bool = False
     killed_by_us: bool = False
 

@@ -194,6 +194,11 @@ class GenerateRequest(_Message):
         description="A JSON Schema (as JSON text): sampling is constrained by llama.cpp to output "
         "that parses into it. The worker compiles it to a grammar once and caches it.",
     )
+    preemptible: bool = Field(
+        default=False,
+        description="SIGUSR1 to the worker stops this generation between two tokens "
+        "(finish_reason preempted): a routine diagnosis giving way to a waiting question.",
+    )
 
 
 class AllocRequest(_Message):
@@ -269,7 +274,7 @@ class DoneEvent(_Message):
     prompt_ms: float
     generate_ms: float
     prompt_eval_tokens: int | None = None
-    finish_reason: Literal["stop", "length", "loop"] = "stop"
+    finish_reason: Literal["stop", "length", "loop", "preempted"] = "stop"
 
 
 class ProbeReply(_Message):

@@ -24,7 +24,7 @@ class Generation:
     model: str
     prompt_eval_tokens: int | None = None
     """Prompt tokens actually evaluated; fewer than prompt_tokens when a KV prefix was reused."""
-    finish_reason: Literal["stop", "length", "loop"] = "stop"
+    finish_reason: Literal["stop", "length", "loop", "preempted"] = "stop"
 
 
 def chat(messages: Sequence[Mapping[str, str]]) -> list[ChatMessage]:

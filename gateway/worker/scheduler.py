@@ -14,6 +14,11 @@ Strict priority would starve the lower lanes in an alarm flood, so two rules bou
 - burst limit: a lane whose head has been passed over `burst` times in a row is served next
   (the most urgent such lane first), so a waiting question is served after at most `burst`
   other jobs (+ one per other starved lane), even if the clock stood still.
+
+Order alone cannot help a question that arrives while a routine diagnosis is generating (2-5 s
+on the bundled model): `on_urgent` is called when a question or critical job is put while a
+routine job runs, and the diagnosis service makes its generations preemptible (it stops
+between two tokens and goes back to its lane; see gateway/diagnosis/service.py for the bound).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class PriorityScheduler:
         burst: int = 2,
         max_wait_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        on_urgent: Callable[[], object] | None = None,
     ) -> None:
         if burst < 1:
             raise ValueError("burst must be at least 1")
@@ -51,10 +57,18 @@ class PriorityScheduler:
         self._lanes: dict[Lane, deque[tuple[float, Job]]] = {lane: deque() for lane in Lane}
         self._passed_over = dict.fromkeys(Lane, 0)
         self._ready = asyncio.Event()
+        self._on_urgent = on_urgent
+        self.running: Lane | None = None
+        """The lane of the job being run (set by `get`, cleared by `finished`)."""
 
     def put(self, lane: Lane, job: Job) -> None:
         self._lanes[lane].append((self._clock() + self._slack[lane], job))
         self._ready.set()
+        if self._on_urgent is not None and self.running is Lane.ROUTINE and lane < Lane.ROUTINE:
+            self._on_urgent()
+
+    def finished(self) -> None:
+        self.running = None
 
     def depth(self, lane: Lane | None = None) -> int:
         if lane is not None:
@@ -79,6 +93,7 @@ class PriorityScheduler:
         while True:
             picked = self.take()
             if picked is not None:
+                self.running = picked[0]
                 return picked[1]
             self._ready.clear()
             await self._ready.wait()

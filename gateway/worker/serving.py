@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import base64
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -85,10 +86,11 @@ def run(sock: socket.socket, args: argparse.Namespace) -> int:
     return EXIT_PARENT_GONE
 
 
-_FINISH: dict[str, Literal["stop", "length", "loop"]] = {
+_FINISH: dict[str, Literal["stop", "length", "loop", "preempted"]] = {
     "stop": "stop",
     "length": "length",
     "loop": "loop",
+    "preempted": "preempted",
 }
 
 
@@ -99,6 +101,14 @@ class Server:
         self._sock = sock
         self._engine = engine
         self._allow_test_ops = allow_test_ops
+        self._preempt = False
+        # The supervisor asks a preemptible generation to stop with SIGUSR1: a signal, not a
+        # frame, because the loop reads the socket only between requests. The handler runs
+        # between two tokens (llama.cpp's decode returns to Python for each one).
+        signal.signal(signal.SIGUSR1, self._on_preempt)
+
+    def _on_preempt(self, signum: int, frame: object) -> None:
+        self._preempt = True
 
     def serve(self) -> None:
         while True:
@@ -171,6 +181,11 @@ class Server:
         def on_token(text: str) -> None:
             self._send(TokenEvent(id=request.id, text=text))
 
+        def preempted() -> bool:
+            return self._preempt
+
+        self._preempt = False  # a signal meant for an earlier request is not for this one
+
         try:
             result = self._engine.generate(
                 request.messages,
@@ -181,6 +196,7 @@ class Server:
                 json_schema=request.json_schema,
                 repeat_penalty=request.repeat_penalty,
                 stop_on_loop=request.stop_on_loop,
+                should_stop=preempted if request.preemptible else None,
             )
         except SchemaGrammarError as exc:
             return ErrorReply(id=request.id, error="bad_schema", message=str(exc)[:2000])

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -54,6 +56,7 @@ from gateway.worker.process import (
 from gateway.worker.protocol import (
     ConnectionClosed,
     ErrorReply,
+    GenerateRequest,
     ProtocolError,
     Reply,
     Request,
@@ -196,6 +199,24 @@ class WorkerSupervisor(WorkerClient):
         return self._confinement
 
     @property
+    def current_op(self) -> str | None:
+        """The request the worker is busy with (`generate`, `embed`, ...), or None."""
+        worker = self._worker
+        return worker.op if worker is not None and worker.busy else None
+
+    def preempt(self) -> bool:
+        """Stop the generation in progress between two tokens, if it is preemptible (it then
+        ends with finish_reason `preempted`). True when it was asked to stop."""
+        worker = self._worker
+        if worker is None or not (worker.busy and worker.preemptible):
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGUSR1)
+            worker.preemptible = False  # once
+            return True
+        return False
+
+    @property
     def pid(self) -> int | None:
         return self._worker.pid if self._worker is not None else None
 
@@ -212,11 +233,15 @@ class WorkerSupervisor(WorkerClient):
         async with self._lock:
             worker = await self._ready_worker()
             worker.busy = True
+            worker.preemptible = isinstance(request, GenerateRequest) and request.preemptible
+            worker.op = request.op
             worker.baseline = self._confinement.memory_events()
             try:
                 reply = await self._exchange(worker, request, req_id, timeout_s, on_token)
             finally:
                 worker.busy = False
+                worker.preemptible = False
+                worker.op = None
                 if worker.returncode is not None and not worker.handled:
                     self._handle_death(worker, during=None)
         if isinstance(reply, ErrorReply):
