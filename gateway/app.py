@@ -16,7 +16,6 @@ from gateway.bus import (
     ROUTE_DIAGNOSIS_MIRROR,
     ROUTE_PEER,
     ROUTE_QUESTION,
-    ROUTE_SYNC,
     BusAdapter,
     InboundMessage,
     MessageHandler,
@@ -72,13 +71,16 @@ class Gateway:
         self.answerer: Answerer | None = None
         self.kb: LiveKnowledgeBase | None = None
         self.loop_lag = LoopLagMonitor()
+        self.started_at = datetime.now(UTC).replace(microsecond=0)
+        """`since` of this run's online status (whole seconds: it must survive a round trip
+        through JSON unchanged, the diagnosis service recognises its own status by it)."""
 
-    def _status(self, state: GatewayState) -> bytes:
+    def _status(self, state: GatewayState, since: datetime | None = None) -> bytes:
         return (
             Status(
                 instance=self.settings.instance,
                 state=state,
-                since=datetime.now(UTC),
+                since=since or self.started_at,
                 version=package_version(),
             )
             .model_dump_json()
@@ -233,14 +235,10 @@ class Gateway:
         def each(template: str) -> str:
             return template.format(site=s.site, instance=one, device_id=one, code=one)
 
-        barrier = (
-            [Subscription(ROUTE_SYNC, self._sync_topic(), shared=False)] if bus == "mqtt" else []
-        )
         return [
             Subscription(ROUTE_PEER, each(status), shared=False, last_values=True),
             Subscription(ROUTE_PEER, each(health), shared=False, last_values=True),
             Subscription(ROUTE_DIAGNOSIS_MIRROR, each(alarm), shared=False, last_values=True),
-            *barrier,
             Subscription(ROUTE_DEVICE_EVENT, s.topic(events), shared=False),
         ]
 
@@ -251,25 +249,23 @@ class Gateway:
             ROUTE_DEVICE_EVENT: diagnosis.on_event,
             ROUTE_PEER: diagnosis.on_peer,
             ROUTE_DIAGNOSIS_MIRROR: diagnosis.on_mirror,
-            ROUTE_SYNC: diagnosis.on_sync,
         }
 
     async def _release_events(self, diagnosis: DiagnosisService) -> None:
         """When device events may be handled: MQTT replays retained diagnoses and statuses at
         subscription, and a resumed session may hold events from while this instance was down,
-        so events wait for this instance's barrier message to come back (after the replay).
-        NATS JetStream replayed the state stream inside `start`. Core NATS keeps nothing: the
-        roster fills from the others' health messages, so events wait two health intervals."""
+        so events wait until this instance's own online status comes back: published on
+        connect after the subscriptions, it arrives after everything they replay (the service
+        recognises it, `barrier_since`). NATS JetStream replayed the state stream inside
+        `start`. Core NATS keeps nothing: the roster fills from the others' health messages,
+        so events wait two health intervals."""
         if "mqtt" in self.adapters:
-            await self.adapters["mqtt"].publish(self._sync_topic(), b"{}")
-        elif self.settings.nats.mode == "core":
+            return
+        if self.settings.nats.mode == "core":
             wait = 2 * self.settings.health.interval_s
             asyncio.get_running_loop().call_later(wait, diagnosis.release, "roster_filled")
         else:
             diagnosis.release("state_replayed")
-
-    def _sync_topic(self) -> str:
-        return self.settings.topic(self.settings.mqtt.status_topic) + "/sync"
 
     def _build_adapters(self) -> None:
         """One adapter per enabled bus; a question is answered on the bus it arrived on."""
@@ -347,6 +343,7 @@ class Gateway:
             max_payload_bytes=s.limits.max_payload_bytes,
             max_json_depth=s.limits.max_json_depth,
             roster=Roster(s.instance, timeout_s=d.owner_timeout_s),
+            barrier_since=self.started_at if "mqtt" in self.adapters else None,
         )
 
     def _diagnosis_addresses(self) -> dict[str, DiagnosisAddress]:
@@ -386,7 +383,7 @@ class Gateway:
         finished = await service.drain(timeout_s=self.settings.shutdown.drain_timeout_s)
         if not finished:
             log.warning("gateway.stop_left_in_progress", hint="answered after restart")
-        offline = self._status(GatewayState.OFFLINE)
+        offline = self._status(GatewayState.OFFLINE, datetime.now(UTC))
         for adapter in self.adapters.values():
             await adapter.stop(offline)
 

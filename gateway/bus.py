@@ -26,8 +26,6 @@ ROUTE_PEER = "peer"
 """Status and health messages of the gateway instances (the roster of device owners)."""
 ROUTE_DIAGNOSIS_MIRROR = "diagnosis_mirror"
 """Per-alarm diagnoses published by any instance (the alarm board of every instance)."""
-ROUTE_SYNC = "sync"
-"""An instance's own barrier message: what the broker replays at subscription came first."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ from gateway.rag.search import Search
 from gateway.worker.scheduler import Lane, PriorityScheduler
 from models.device import DEVICE_EVENT_ADAPTER, AlarmCleared, Severity
 from models.diagnosis import Diagnosis, DiagnosisState
-from models.health import DiagnosisCounters, Health, Status
+from models.health import DiagnosisCounters, GatewayState, Health, Status
 
 log = get_logger(__name__)
 
@@ -80,13 +80,15 @@ class DiagnosisService:
         max_payload_bytes: int,
         max_json_depth: int = 16,
         roster: Roster | None = None,
+        barrier_since: datetime | None = None,
     ) -> None:
         """`roster`: the live instances, when several may share the broker; a device's events
         are then handled only by its owner. None: this instance handles every device."""
         self._cfg = cfg
         self.roster = roster
+        self._barrier_since = barrier_since
         self.synced = True
-        """False until `on_sync`: set by the app when a barrier is on its way (MQTT)."""
+        """False until `release`: the app sets it while the board and roster are rebuilt."""
         self._held: list[InboundMessage] = []
         self._adapters = adapters
         self._addresses = addresses
@@ -124,7 +126,7 @@ class DiagnosisService:
             return  # not acknowledged: redelivered to the next session
         if not self.synced:
             # Before the broker has replayed the retained diagnoses and the gateways' status
-            # (see `on_sync`), the board and the roster are incomplete: wait, in order.
+            # (see `release`), the board and the roster are incomplete: wait, in order.
             if len(self._held) < self._cfg.max_open_windows:
                 self._held.append(inbound)
                 return
@@ -172,12 +174,6 @@ class DiagnosisService:
         else:
             self._raise(device, event, inbound.topic)
 
-    def on_sync(self, inbound: InboundMessage) -> None:
-        """This instance's own barrier message came back: everything the broker replays at
-        subscription (retained diagnoses, statuses) was delivered before it. Held events go."""
-        inbound.ack()
-        self.release("barrier")
-
     def release(self, reason: str) -> None:
         """From now on device events are handled; the ones held meanwhile go first, in order."""
         if not self.synced:
@@ -217,8 +213,13 @@ class DiagnosisService:
             return
         if isinstance(peer, Health):
             self.roster.heartbeat(peer.instance, peer.generated_at)
-        else:
-            self.roster.status(peer.instance, peer.state, peer.since)
+            return
+        self.roster.status(peer.instance, peer.state, peer.since)
+        own = peer.instance == self.roster.self_id and peer.state == GatewayState.ONLINE
+        if own and self._barrier_since is not None and peer.since == self._barrier_since:
+            # Our own online status of this run, published after the subscriptions: what the
+            # broker replays at subscription (diagnoses, statuses) has all come before it.
+            self.release("own_status")
 
     def on_mirror(self, inbound: InboundMessage) -> None:
         """A per-alarm diagnosis on the bus, ours or another instance's (live, or replayed by
