@@ -6,6 +6,9 @@ question while the diagnosis is generating)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import pytest
 
 from gateway.app import Gateway
@@ -48,15 +51,23 @@ async def alarm_then_question(
     return at_answer
 
 
-async def test_a_warning_diagnosis_gives_way_to_a_question_and_is_published_once_after(
+@contextlib.asynccontextmanager
+async def gateway_scada_terminal(
     mosquitto: Mosquitto, make_settings: SettingsFactory
-) -> None:
+) -> AsyncIterator[tuple[Gateway, Scada, Terminal]]:
     settings = make_settings(mosquitto, *SETTINGS)
     async with (
         GatewayRunner(settings) as gw,
         scada(mosquitto.port) as s,
         terminal(mosquitto.port, "t1") as t,
     ):
+        yield gw, s, t
+
+
+async def test_a_warning_diagnosis_gives_way_to_a_question_and_is_published_once_after(
+    mosquitto: Mosquitto, make_settings: SettingsFactory
+) -> None:
+    async with gateway_scada_terminal(mosquitto, make_settings) as (gw, s, t):
         published, preempted = await alarm_then_question(gw, s, t, mosquitto.port, "warning")
         assert (published, preempted) == (0, 1), "answered while the diagnosis was put back"
         assert gw.diagnosis is not None
@@ -68,11 +79,6 @@ async def test_a_warning_diagnosis_gives_way_to_a_question_and_is_published_once
 async def test_a_critical_diagnosis_is_not_preempted(
     mosquitto: Mosquitto, make_settings: SettingsFactory
 ) -> None:
-    settings = make_settings(mosquitto, *SETTINGS)
-    async with (
-        GatewayRunner(settings) as gw,
-        scada(mosquitto.port) as s,
-        terminal(mosquitto.port, "t1") as t,
-    ):
+    async with gateway_scada_terminal(mosquitto, make_settings) as (gw, s, t):
         published, preempted = await alarm_then_question(gw, s, t, mosquitto.port, "critical")
         assert (published, preempted) == (1, 0), "the critical diagnosis finished first"
