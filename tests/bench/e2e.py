@@ -34,6 +34,7 @@ import aiomqtt
 import nats
 import psutil
 
+from gateway.cli.ask import NO_DELAY
 from gateway.config import Settings, load_settings, merge_overrides
 from gateway.questions.prompt import ContextChunk, build_messages
 from gateway.rag.embedder import LlamaEmbedder
@@ -125,7 +126,9 @@ async def ask_concurrent(
     todo = list(enumerate(texts))
 
     async def one_terminal(tid: str) -> None:
-        async with aiomqtt.Client("127.0.0.1", port, identifier=f"{prefix}-{tid}") as client:
+        async with aiomqtt.Client(
+            "127.0.0.1", port, identifier=f"{prefix}-{tid}", socket_options=NO_DELAY
+        ) as client:
             await client.subscribe(f"{root}/plant1/terminal/{tid}/answer", qos=1)
             messages = client.messages
             while todo:
@@ -165,7 +168,9 @@ async def ask_streaming(
     out: list[tuple[float, float, int]] = []
     tid = f"{prefix}-t"
     base = f"edge/plant1/terminal/{tid}"
-    async with aiomqtt.Client("127.0.0.1", port, identifier=f"{prefix}-stream") as client:
+    async with aiomqtt.Client(
+        "127.0.0.1", port, identifier=f"{prefix}-stream", socket_options=NO_DELAY
+    ) as client:
         await client.subscribe(base + "/answer/#", qos=1)
         messages = client.messages
         for i, text in enumerate(texts):
@@ -213,7 +218,10 @@ async def _ask_all_nats(
 
 
 async def _wait_online(port: int, timeout_s: float) -> None:
-    async with aiomqtt.Client("127.0.0.1", port) as client, asyncio.timeout(timeout_s):
+    async with (
+        aiomqtt.Client("127.0.0.1", port, socket_options=NO_DELAY) as client,
+        asyncio.timeout(timeout_s),
+    ):
         await client.subscribe("edge/plant1/gateway/gw1/status", qos=1)
         async for message in client.messages:
             if json.loads(bytes(message.payload)).get("state") == "online":  # type: ignore[arg-type]
@@ -250,7 +258,10 @@ class GatewayProcess:
         asyncio.run(self._start())
 
     async def _start(self) -> None:
-        async with aiomqtt.Client("127.0.0.1", self.port) as client, asyncio.timeout(180):
+        async with (
+            aiomqtt.Client("127.0.0.1", self.port, socket_options=NO_DELAY) as client,
+            asyncio.timeout(180),
+        ):
             await client.subscribe("edge/plant1/gateway/gw1/status", qos=1)
             t0 = time.perf_counter()
             self.proc = subprocess.Popen(  # noqa: ASYNC220 - spawning does not block
