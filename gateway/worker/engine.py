@@ -112,6 +112,10 @@ def resolve_threads(n_threads: int) -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_KV_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0}
+"""KV cache element types (worker.kv_cache_type); a quantized V cache needs flash attention."""
+
+
 class Engine:
     def __init__(
         self,
@@ -122,6 +126,7 @@ class Engine:
         n_threads: int,
         flash_attn: bool,
         prefix_reuse: bool = True,
+        kv_cache_type: str = "f16",
     ) -> None:
         threads = resolve_threads(n_threads)
         self.prefix_reuse = prefix_reuse
@@ -132,6 +137,8 @@ class Engine:
             n_threads=threads,
             n_threads_batch=threads,
             flash_attn=flash_attn,
+            type_k=_KV_TYPES[kv_cache_type],
+            type_v=_KV_TYPES[kv_cache_type],
             verbose=False,
         )
         self.n_ctx = int(self._llm.n_ctx())

@@ -77,6 +77,7 @@ def plan_launch(
             n_ctx=cfg.n_ctx,
             n_threads=plan.threads,
             flash_attn=cfg.flash_attn,
+            kv_cache_type=cfg.kv_cache_type if cfg.flash_attn else "f16",
             prefix_reuse=cfg.prefix_reuse,
             allow_test_ops=allow_test_ops,
             confinement_args=confined.child_args(),

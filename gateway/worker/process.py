@@ -163,6 +163,7 @@ def build_argv(
     n_threads: int,
     flash_attn: bool,
     allow_test_ops: bool,
+    kv_cache_type: str = "f16",
     prefix_reuse: bool = True,
     confinement_args: Sequence[str],
 ) -> list[str]:
@@ -180,6 +181,8 @@ def build_argv(
         "--n-threads",
         str(n_threads),
         "--flash-attn" if flash_attn else "--no-flash-attn",
+        "--kv-cache-type",
+        kv_cache_type,
         "--prefix-reuse" if prefix_reuse else "--no-prefix-reuse",
         "--parent-pid",
         str(os.getpid()),

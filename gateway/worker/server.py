@@ -37,6 +37,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-ctx", type=int, default=2048)
     parser.add_argument("--n-threads", type=int, default=0, help="0: all cores in our affinity")
     parser.add_argument("--flash-attn", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--kv-cache-type", choices=("f16", "q8_0"), default="f16")
     parser.add_argument("--prefix-reuse", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--allow-test-ops", action="store_true")
     parser.add_argument("--join-cgroup", action="append", default=[], metavar="CGROUP_PROCS")

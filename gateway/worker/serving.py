@@ -59,6 +59,7 @@ def run(sock: socket.socket, args: argparse.Namespace) -> int:
             n_ctx=args.n_ctx,
             n_threads=args.n_threads,
             flash_attn=args.flash_attn,
+            kv_cache_type=args.kv_cache_type,
             prefix_reuse=args.prefix_reuse,
         )
     except MemoryError:
