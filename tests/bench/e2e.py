@@ -8,8 +8,8 @@ Gateway side (a real `edge-gateway run` process, real mosquitto and nats-server)
 - streaming: time to the first partial answer and to the final answer;
 - footprint: RSS/PSS/USS of the gateway process and of its worker;
 - a second gateway with the answer cache on: each question, then the same question again.
-Baselines (same model file, n_ctx, threads, flash attention, max_tokens, greedy decoding, the
-same prompts the gateway built): llama-cpp-python in-process, and llama-cpp-python's OpenAI
+Baselines (same model file, threads, flash attention, max_tokens, greedy decoding, the same
+prompts the gateway built, an n_ctx of at least BASELINE_N_CTX): llama-cpp-python in-process, and llama-cpp-python's OpenAI
 server behind an MQTT bridge (tests/bench/bridge.py) on the same broker. Sides run one after
 the other, never at the same time.
 """
@@ -335,13 +335,19 @@ def prompts_from_replies(
     return prompts
 
 
+BASELINE_N_CTX = 2048
+"""The baselines put whole chunks in the prompt (~1,250 tokens), as a deployment without a
+prompt budget does, so they get the context window such a deployment needs (the gateway's own
+`worker.n_ctx` is sized to its budgeted prompts)."""
+
+
 def load_llama(settings: Settings) -> Any:
     import llama_cpp
 
     threads = resolve_threads(settings.worker.n_threads)
     return llama_cpp.Llama(
         model_path=str(generation_model_path(settings)),
-        n_ctx=settings.worker.n_ctx,
+        n_ctx=max(BASELINE_N_CTX, settings.worker.n_ctx),
         n_threads=threads,
         n_threads_batch=threads,
         flash_attn=settings.worker.flash_attn,
@@ -408,7 +414,7 @@ def openai_server_with_bridge(
             "--model",
             str(generation_model_path(settings)),
             "--n_ctx",
-            str(settings.worker.n_ctx),
+            str(max(BASELINE_N_CTX, settings.worker.n_ctx)),
             "--n_threads",
             threads,
             "--n_threads_batch",

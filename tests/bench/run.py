@@ -290,7 +290,7 @@ def main() -> None:
             prompts,
             model=model,
             embedding_model=resolve_embedding_model(settings.kb, settings.cache_dir),
-            n_ctx=settings.worker.n_ctx,
+            n_ctx=max(e2e.BASELINE_N_CTX, settings.worker.n_ctx),
             n_threads=threads,
             flash_attn=settings.worker.flash_attn,
         )
@@ -299,7 +299,7 @@ def main() -> None:
             Path(tmp),
             result["formatted_prompts"][: args.concurrency_prompts],
             model=model,
-            n_ctx=settings.worker.n_ctx,
+            n_ctx=max(e2e.BASELINE_N_CTX, settings.worker.n_ctx),
             flash_attn=settings.worker.flash_attn,
             max_tokens=args.max_tokens,
             cores=threads,
