@@ -9,9 +9,9 @@ Gateway side (a real `edge-gateway run` process, real mosquitto and nats-server)
 - footprint: RSS/PSS/USS of the gateway process and of its worker;
 - a second gateway with the answer cache on: each question, then the same question again.
 Baselines (same model file, threads, flash attention, max_tokens, greedy decoding, the same
-prompts the gateway built, an n_ctx of at least BASELINE_N_CTX): llama-cpp-python in-process, and llama-cpp-python's OpenAI
-server behind an MQTT bridge (tests/bench/bridge.py) on the same broker. Sides run one after
-the other, never at the same time.
+prompts the gateway built, an n_ctx of at least BASELINE_N_CTX): llama-cpp-python in-process,
+and llama-cpp-python's OpenAI server behind an MQTT bridge (tests/bench/bridge.py) on the same
+broker. Sides run one after the other, never at the same time.
 """
 
 from __future__ import annotations
