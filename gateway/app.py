@@ -344,6 +344,7 @@ class Gateway:
             max_json_depth=s.limits.max_json_depth,
             roster=Roster(s.instance, timeout_s=d.owner_timeout_s),
             barrier_since=self.started_at if "mqtt" in self.adapters else None,
+            preemptible_s=2 * s.queue.max_wait_s,  # the routine lane's deadline slack
         )
 
     def _diagnosis_addresses(self) -> dict[str, DiagnosisAddress]:

@@ -41,7 +41,7 @@ class Window:
     closed: bool = False
     result: object | None = field(default=None, repr=False)
     preemptions: int = 0
-    """Times its generation gave way to a question (bounded: MAX_PREEMPTIONS)."""
+    """Times its generation gave way to a question (bounded in time: DiagnosisService)."""
 
     @property
     def key(self) -> AlarmKey:

@@ -49,10 +49,10 @@ from models.health import DiagnosisCounters, GatewayState, Health, Status
 
 log = get_logger(__name__)
 
-MAX_PREEMPTIONS = 3
-"""A routine diagnosis gives way to questions at most this often; then it runs to its end, so
-an endless stream of questions cannot starve it (its wait in the queue is bounded by the
-scheduler's burst and deadline rules)."""
+DEFAULT_PREEMPTIBLE_S = 20.0
+"""How long after its alarm a routine diagnosis still gives way to questions (the app passes
+its lane's deadline slack, 2 x queue.max_wait_s); after that it runs to its end, so an endless
+stream of questions cannot starve it."""
 
 _PEER_ADAPTER: TypeAdapter[Health | Status] = TypeAdapter(Health | Status)
 
@@ -81,12 +81,14 @@ class DiagnosisService:
         max_json_depth: int = 16,
         roster: Roster | None = None,
         barrier_since: datetime | None = None,
+        preemptible_s: float = DEFAULT_PREEMPTIBLE_S,
     ) -> None:
         """`roster`: the live instances, when several may share the broker; a device's events
         are then handled only by its owner. None: this instance handles every device."""
         self._cfg = cfg
         self.roster = roster
         self._barrier_since = barrier_since
+        self._preemptible_s = preemptible_s
         self.synced = True
         """False until `release`: the app sets it while the board and roster are rebuilt."""
         self._held: list[InboundMessage] = []
@@ -309,7 +311,8 @@ class DiagnosisService:
             return  # cleared before its turn; counted as superseded
         alarm = _alarm(window.device_id, window.first, window.severity)
         bound = log.bind(device_id=alarm.device_id, alarm_code=alarm.code)
-        preemptible = window.severity != Severity.CRITICAL and window.preemptions < MAX_PREEMPTIONS
+        waited = time.monotonic() - window.opened_at
+        preemptible = window.severity != Severity.CRITICAL and waited < self._preemptible_s
         try:
             version = await self._kb_version()
             now = time.monotonic()

@@ -22,7 +22,7 @@ import hashlib
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,9 @@ def resolve_threads(n_threads: int) -> int:
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
 
+
+PREFILL_CHUNK = 128
+"""Prompt tokens evaluated between two looks at a preemption request (~0.5 s on 2 cores)."""
 
 _KV_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0}
 """KV cache element types (worker.kv_cache_type); a quantized V cache needs flash attention."""
@@ -208,24 +211,25 @@ class Engine:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = ""
         completion = 0
-        finish = "length"
         guard = RepetitionGuard() if stop_on_loop else None
-        if not self.prefix_reuse:
-            # Forget the evaluated tokens: llama.cpp then drops the whole KV cache and
-            # evaluates the prompt from its first token (the baseline of `make bench`).
-            self._llm.reset()
-        llama_cpp.llama_perf_context_reset(self._llm.ctx)
-        started = time.perf_counter()
+        started = self._begin()
         first: float | None = None
-        for token in self._llm.generate(
-            tokens,
-            top_k=_TOP_K,
-            top_p=_TOP_P,
-            min_p=_MIN_P,
-            temp=temperature,
-            repeat_penalty=repeat_penalty,
-            grammar=grammar,
-        ):
+        preempted = should_stop is not None and not self._prefill(tokens, should_stop)
+        finish = "preempted" if preempted else "length"  # preempted: while the prompt was read
+        stream: Iterable[int] = (
+            ()
+            if preempted
+            else self._llm.generate(
+                tokens,
+                top_k=_TOP_K,
+                top_p=_TOP_P,
+                min_p=_MIN_P,
+                temp=temperature,
+                repeat_penalty=repeat_penalty,
+                grammar=grammar,
+            )
+        )
+        for token in stream:
             first = first or time.perf_counter()
             if should_stop is not None and should_stop():
                 finish = "preempted"  # the KV cache keeps the prompt: resuming reuses it
@@ -266,6 +270,37 @@ class Engine:
             prompt_eval_tokens=int(llama_cpp.llama_perf_context(self._llm.ctx).n_p_eval) or None,
             finish_reason=finish,
         )
+
+    def _begin(self) -> float:
+        if not self.prefix_reuse:
+            # Forget the evaluated tokens: llama.cpp then drops the whole KV cache and
+            # evaluates the prompt from its first token (the baseline of `make bench`).
+            self._llm.reset()
+        llama_cpp.llama_perf_context_reset(self._llm.ctx)
+        return time.perf_counter()
+
+    def _prefill(self, tokens: Sequence[int], should_stop: Callable[[], bool]) -> bool:
+        """Evaluate all but the last prompt token in chunks of PREFILL_CHUNK, asking between
+        chunks whether to stop: a diagnosis prompt takes seconds to evaluate on a small box,
+        and a question must not wait for all of it. `generate` then finds the prefix in the
+        KV cache and evaluates only the last token. False when stopped."""
+        held = list(self._llm.input_ids[: self._llm.n_tokens])
+        common = 0
+        for held_token, token in zip(held, tokens, strict=False):
+            if held_token != token:
+                break
+            common += 1
+        end = len(tokens) - 1
+        self._llm.n_tokens = min(common, end)
+        stopped = False
+        for start in range(self._llm.n_tokens, end, PREFILL_CHUNK):
+            if stopped := should_stop():
+                break
+            self._llm.eval(tokens[start : min(start + PREFILL_CHUNK, end)])
+        # llama.cpp counts evaluated tokens when it next synchronizes: count them now, for
+        # this request (`prompt_eval_tokens`), not for the next one.
+        llama_cpp.llama_synchronize(self._llm.ctx)
+        return not (stopped or should_stop())
 
     def embed(self, texts: Sequence[str]) -> tuple[int, bytes]:
         """(dim, little-endian float32 rows) of the L2-normalised embeddings of `texts`."""

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -185,8 +186,20 @@ class Server:
         def preempted() -> bool:
             return self._preempt
 
-        self._preempt = False  # a signal meant for an earlier request is not for this one
+        try:
+            return self._generate_with(request, on_token, preempted)
+        finally:
+            # Cleared after, not before: the supervisor signals only while this request is in
+            # flight, possibly before this process has read it. A signal landing after the
+            # last check costs at worst one spurious preemption of a later routine request.
+            self._preempt = False
 
+    def _generate_with(
+        self,
+        request: GenerateRequest,
+        on_token: Callable[[str], None],
+        preempted: Callable[[], bool],
+    ) -> BaseModel:
         try:
             result = self._engine.generate(
                 request.messages,
