@@ -79,6 +79,9 @@ def settings_for(
         f"mqtt.port={port}",
         "worker.temperature=0",
         f"worker.max_tokens={max_tokens}",
+        # The baselines generate, so the gateway does too: `checked`, the mode that runs the
+        # model (the default, extractive, runs none; the quality section compares the modes).
+        "answer.mode=checked",
         "log.format=json",
         "queue.max_depth=1000",
         *(["nats.enabled=true", f"nats.servers={nats_url}"] if nats_url else []),
