@@ -344,7 +344,8 @@ class Gateway:
             max_json_depth=s.limits.max_json_depth,
             roster=Roster(s.instance, timeout_s=d.owner_timeout_s),
             barrier_since=self.started_at if "mqtt" in self.adapters else None,
-            preemptible_s=2 * s.queue.max_wait_s,  # the routine lane's deadline slack
+            # as long as a diagnosis may be postponed anyway (rate limit): its bound
+            preemptible_s=d.rate_max_delay_s,
         )
 
     def _diagnosis_addresses(self) -> dict[str, DiagnosisAddress]:

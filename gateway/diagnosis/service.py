@@ -49,10 +49,10 @@ from models.health import DiagnosisCounters, GatewayState, Health, Status
 
 log = get_logger(__name__)
 
-DEFAULT_PREEMPTIBLE_S = 20.0
+DEFAULT_PREEMPTIBLE_S = 120.0
 """How long after its alarm a routine diagnosis still gives way to questions (the app passes
-its lane's deadline slack, 2 x queue.max_wait_s); after that it runs to its end, so an endless
-stream of questions cannot starve it."""
+diagnosis.rate_max_delay_s, the delay a diagnosis may get from the rate limit anyway); after
+that it runs to its end, so an endless stream of questions cannot starve it."""
 
 _PEER_ADAPTER: TypeAdapter[Health | Status] = TypeAdapter(Health | Status)
 
