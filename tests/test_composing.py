@@ -186,3 +186,9 @@ def test_a_default_stated_as_if_nothing_is_given_counts_as_a_default() -> None:
     expected = expectation("Which shutdown type is used if neither sdtype nor advorder is set?")
     assert expected.default
     assert "default" in kinds_in(expected, "If nothing is provided, NUT will assume sdtype=0.")
+
+
+def test_what_does_alarm_mean_asks_for_a_meaning_not_a_name() -> None:
+    assert not expectation("What does alarm E203 on press P2 mean?").name
+    assert expectation("Which isolator do I lock out before working on the C3 belt?").name
+    assert expectation("What oil goes into the P2 tank?").name

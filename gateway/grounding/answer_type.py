@@ -33,8 +33,9 @@ _DEFAULT_QUESTION = re.compile(
     re.IGNORECASE,
 )
 _NAME_QUESTION = re.compile(
-    r"\b(which|what)\s+(\w+\s+)?(directive|option|setting|parameter|keyword|command|program|"
-    r"file|signal|variable|flag|switch|entry|line|statement|part\s+number|tool|isolator|valve|"
+    # "which oil", "what torque setting", not "what does alarm E203 mean" (a verb in between)
+    r"\b(which|what)\s+(?!(?:does|do|did|is|are|was|were|can|should|will)\b)(\w+\s+)?"
+    r"(directive|option|setting|parameter|keyword|command|program|file|signal|variable|flag|switch|entry|line|statement|part\s+number|tool|isolator|valve|"
     r"breaker|sensor|fuse|code|alarm|menu|screw|spanner|oil|driver|service|mode|value)\b",
     re.IGNORECASE,
 )
