@@ -114,7 +114,11 @@ async def test_jetstream_question_is_answered_then_acknowledged(
 async def test_republished_question_with_the_same_msg_id_is_answered_once(
     nats_server: NatsServer, make_settings: SettingsFactory
 ) -> None:
-    settings = make_settings(None, *nats_overrides(nats_server, *JETSTREAM))
+    # A long ack wait: a JetStream redelivery of dup-1 while it is answered (2 s under load)
+    # would be one more duplicate; this test counts the journal's catch of the re-publish.
+    settings = make_settings(
+        None, *nats_overrides(nats_server, *JETSTREAM, "nats.jetstream.ack_wait_s=60")
+    )
     async with GatewayRunner(settings) as gw, nats_terminal(nats_server.url, "t1") as t:
         assert await t.publish_js("dup-1", IN_DOMAIN) is False
         assert await t.publish_js("dup-1", IN_DOMAIN) is True  # the stream's duplicate window

@@ -89,3 +89,12 @@ def test_a_late_mirrored_copy_does_not_undo_a_newer_state() -> None:
     assert headline.state == DiagnosisState.CLEARED
     newer = board.update(diagnosis("X1", DiagnosisState.ACTIVE, NOW + timedelta(seconds=3)))
     assert newer.state == DiagnosisState.ACTIVE
+
+
+def test_the_roster_stays_bounded_whoever_publishes_statuses() -> None:
+    from gateway.diagnosis.ownership import MAX_PEERS
+
+    roster = Roster("gw-a", timeout_s=30)
+    for i in range(MAX_PEERS + 50):
+        roster.status(f"fake-{i}", GatewayState.ONLINE, NOW)
+    assert len(roster.live(NOW.timestamp())) == MAX_PEERS + 1  # the bound, and itself

@@ -34,6 +34,10 @@ def owner(device_id: str, instances: Iterable[str]) -> str | None:
     )
 
 
+MAX_PEERS = 256
+"""Instances a roster keeps: far more gateways than one site runs."""
+
+
 @dataclass(slots=True)
 class _Peer:
     state: GatewayState
@@ -56,17 +60,28 @@ class Roster:
         self.timeout_s = timeout_s
         self._peers: dict[str, _Peer] = {}
 
+    def _known(self, instance: str, state: GatewayState) -> _Peer | None:
+        """The peer's record, made on first sight while fewer than MAX_PEERS are known (the
+        status topics are open to every client of the broker: the roster stays bounded)."""
+        peer = self._peers.get(instance)
+        if peer is None and len(self._peers) < MAX_PEERS:
+            peer = self._peers[instance] = _Peer(state, 0.0)
+        return peer
+
     def status(self, instance: str, state: GatewayState, since: datetime | None) -> None:
         """The instance's status message: its state now (and, when online, a heartbeat)."""
-        peer = self._peers.setdefault(instance, _Peer(state, 0.0))
+        peer = self._known(instance, state)
+        if peer is None:
+            return
         peer.state = state
         if since is not None:
             peer.seen_at = max(peer.seen_at, since.timestamp())
 
     def heartbeat(self, instance: str, at: datetime) -> None:
         """A health message generated at `at`: alive then, whatever its state was."""
-        peer = self._peers.setdefault(instance, _Peer(GatewayState.ONLINE, 0.0))
-        peer.seen_at = max(peer.seen_at, at.timestamp())
+        peer = self._known(instance, GatewayState.ONLINE)
+        if peer is not None:
+            peer.seen_at = max(peer.seen_at, at.timestamp())
 
     def live(self, now: float) -> list[str]:
         """Instances alive at wall-clock `now`, this one always among them, sorted."""

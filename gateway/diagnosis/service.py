@@ -206,7 +206,7 @@ class DiagnosisService:
     def on_peer(self, inbound: InboundMessage) -> None:
         """A gateway's status or health message (ours included): the roster of live instances."""
         inbound.ack()
-        if self.roster is None:
+        if self.roster is None or self._oversized(inbound, "peer_status.too_large"):
             return
         try:
             peer = _PEER_ADAPTER.validate_json(inbound.payload)
@@ -227,12 +227,21 @@ class DiagnosisService:
         """A per-alarm diagnosis on the bus, ours or another instance's (live, or replayed by
         the broker at start): the board then knows every active alarm of every device."""
         inbound.ack()
+        if self._oversized(inbound, "diagnosis_mirror.too_large"):
+            return
         try:
             diagnosis = Diagnosis.model_validate_json(inbound.payload)
         except ValidationError:
             log.warning("diagnosis_mirror.invalid", topic=inbound.topic, bytes=len(inbound.payload))
             return
         self.board.update(diagnosis)
+
+    def _oversized(self, inbound: InboundMessage, event: str) -> bool:
+        """Anyone may publish on the topics the gateways share: never parse a huge payload."""
+        if len(inbound.payload) <= self._max_payload:
+            return False
+        log.warning(event, topic=inbound.topic, bytes=len(inbound.payload))
+        return True
 
     def _reject(self, inbound: InboundMessage, reason: str) -> None:
         self.metrics.events_rejected += 1
