@@ -234,6 +234,10 @@ class DiagnosisService:
         except ValidationError:
             log.warning("diagnosis_mirror.invalid", topic=inbound.topic, bytes=len(inbound.payload))
             return
+        if diagnosis.generated_at.tzinfo is None or diagnosis.raised_at.tzinfo is None:
+            # Not a gateway's (ours carry offsets); the board compares times, never naive ones.
+            log.warning("diagnosis_mirror.invalid", topic=inbound.topic, reason="naive time")
+            return
         self.board.update(diagnosis)
 
     def _oversized(self, inbound: InboundMessage, event: str) -> bool:
