@@ -24,6 +24,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
+from gateway.storage_schema import Step, backup_path, plan
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS questions (
     terminal_id   TEXT NOT NULL,
@@ -46,6 +48,13 @@ CREATE TABLE IF NOT EXISTS questions (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS questions_state ON questions(state, received_at);
 """
+SCHEMA_VERSION = 1
+"""Recorded in the file's `PRAGMA user_version` (gateway/storage_schema.py)."""
+MIGRATIONS: dict[int, str] = {
+    # Journals written before the version was recorded (user_version 0) have today's layout.
+    0: "",
+}
+"""from-version -> the SQL taking a journal one version forward."""
 
 
 class QuestionState(StrEnum):
@@ -113,7 +122,38 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA)
+        self._ensure_schema()
+
+    def _ensure_schema(self) -> None:
+        """Create, open or migrate (after a backup) the file; refuse a newer schema."""
+        found: int | None = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if (
+            found == 0
+            and not self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'questions'"
+            ).fetchone()
+        ):
+            found = None
+        step = plan("journal", self.path, found, SCHEMA_VERSION, frozenset(MIGRATIONS))
+        if step.step is Step.OPEN:
+            return
+        if step.step is Step.MIGRATE and step.found is not None:
+            backup = sqlite3.connect(backup_path(self.path, step.found))
+            try:
+                self._db.backup(backup)
+            finally:
+                backup.close()
+        with self._transaction():
+            if step.step is Step.CREATE:
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+            else:
+                for version in range(step.found or 0, SCHEMA_VERSION):
+                    for statement in MIGRATIONS[version].split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

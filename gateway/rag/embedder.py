@@ -36,6 +36,8 @@ class LlamaEmbedder:
     def __init__(self, model_path: Path, *, n_threads: int = 0) -> None:
         import llama_cpp
 
+        from gateway.llama_backends import ensure_cpu_backend
+
         if not model_path.is_file():
             raise ModelNotFound(f"embedding model {model_path} does not exist")
         self._path = model_path
@@ -43,6 +45,7 @@ class LlamaEmbedder:
         threads = n_threads or os.cpu_count() or 1
         train_ctx = model_context_length(model_path)
         try:
+            ensure_cpu_backend()
             n_ctx = max(32, min(train_ctx or _DEFAULT_CONTEXT, _MAX_CONTEXT))
             self._llm: Any = llama_cpp.Llama(
                 model_path=str(model_path),

@@ -14,6 +14,7 @@ from pathlib import Path
 import apsw
 
 from gateway.errors import KnowledgeBaseError
+from gateway.storage_schema import SchemaTooNew, SchemaTooOld, plan
 
 SCHEMA_VERSION = 1
 _BUSY_TIMEOUT_MS = 10_000
@@ -129,12 +130,18 @@ def create_schema(conn: apsw.Connection, dim: int, identity: str) -> None:
 
 def check_meta(conn: apsw.Connection, path: Path, dim: int, identity: str) -> None:
     meta = {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")}
-    schema = meta.get("schema")
-    if schema != str(SCHEMA_VERSION):
+    try:
+        found = int(meta.get("schema", ""))
+    except ValueError:
         raise KnowledgeBaseError(
-            f"knowledge base {path} has schema {schema}, this gateway uses {SCHEMA_VERSION}; "
-            "rebuild it with `edge-gateway kb ingest` into a new file"
-        )
+            f"knowledge base {path} records no schema version ({meta.get('schema')!r}): not a "
+            "file this gateway wrote; ingest the documents into a new file"
+        ) from None
+    # No migration exists yet: schema 1 is the first. A newer file is refused (SchemaTooNew).
+    try:
+        plan("knowledge base", path, found, SCHEMA_VERSION, frozenset())
+    except (SchemaTooNew, SchemaTooOld) as exc:
+        raise KnowledgeBaseError(exc.message) from exc
     stored = meta.get("embedding_identity")
     if stored != identity or meta.get("dim") != str(dim):
         raise KnowledgeBaseError(

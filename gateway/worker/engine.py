@@ -33,6 +33,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from gateway.grounding.loops import RepetitionGuard
+from gateway.llama_backends import ensure_cpu_backend
 from gateway.rag.embedder import LlamaEmbedder
 from gateway.worker.protocol import ChatMessage
 
@@ -134,6 +135,7 @@ class Engine:
         threads = resolve_threads(n_threads)
         self.prefix_reuse = prefix_reuse
         self.model_name = model_path.name.removesuffix(".gguf")
+        ensure_cpu_backend()
         self._llm: Any = llama_cpp.Llama(
             model_path=str(model_path),
             n_ctx=n_ctx,

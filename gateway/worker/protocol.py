@@ -233,6 +233,8 @@ class ReadyEvent(_Message):
     embedding_dim: int
     pid: int
     n_ctx: int
+    cpu_backend: str = "built-in"
+    """The CPU variant library ggml chose for this processor (portable build), or built-in."""
 
 
 class PongReply(_Message):

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from gateway.llama_backends import cpu_variant
 from gateway.logging import configure_logging, get_logger
 from gateway.worker.engine import ContextOverflowError, Engine, SchemaGrammarError
 from gateway.worker.exits import EXIT_PARENT_GONE, EXIT_START_FAILED
@@ -69,7 +70,12 @@ def run(sock: socket.socket, args: argparse.Namespace) -> int:
         # The supervisor sees EOF before `ready`; the reason goes to stderr (journald).
         log.error("worker.load_failed", error=str(exc), error_type=type(exc).__name__)
         return EXIT_START_FAILED
-    log.info("worker.loaded", load_ms=round((time.perf_counter() - started) * 1000, 1))
+    cpu_backend = cpu_variant() or "built-in"
+    log.info(
+        "worker.loaded",
+        load_ms=round((time.perf_counter() - started) * 1000, 1),
+        cpu_backend=cpu_backend,
+    )
     try:
         send_frame(
             sock,
@@ -78,6 +84,7 @@ def run(sock: socket.socket, args: argparse.Namespace) -> int:
                 embedding_dim=engine.embedding_dim,
                 pid=os.getpid(),
                 n_ctx=engine.n_ctx,
+                cpu_backend=cpu_backend,
             ),
         )
         Server(sock, engine, allow_test_ops=args.allow_test_ops).serve()

@@ -334,6 +334,7 @@ class WorkerSupervisor(WorkerClient):
             memory_limit_bytes=self._confinement.memory_limit_bytes(worker.pid),
             model=worker.ready.model,
             embedding_dim=worker.ready.embedding_dim,
+            cpu_backend=worker.ready.cpu_backend,
         )
         return worker
 
