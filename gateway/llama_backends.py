@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import re
 import threading
 from pathlib import Path
 
 _lock = threading.Lock()
+_GGML_NAME = re.compile(r"libggml\.so(\.\d+)*")
 
 
 class NoCpuBackend(RuntimeError):
@@ -39,7 +41,7 @@ def _load() -> tuple[str, ...]:
     import llama_cpp
 
     lib_dir = Path(llama_cpp.__file__).parent / "lib"
-    ggml = ctypes.CDLL(str(lib_dir / "libggml.so"))
+    ggml = ctypes.CDLL(str(_loaded_ggml(lib_dir)))
     ggml.ggml_backend_reg_count.restype = ctypes.c_size_t
     ggml.ggml_backend_reg_get.restype = ctypes.c_void_p
     ggml.ggml_backend_reg_get.argtypes = [ctypes.c_size_t]
@@ -60,14 +62,34 @@ def _load() -> tuple[str, ...]:
     )
 
 
+def _loaded_ggml(lib_dir: Path) -> Path:
+    """The libggml that libllama itself was linked against and the loader mapped.
+
+    A wheel cannot hold symlinks, so libggml.so, libggml.so.0 and libggml.so.0.25.3 are three
+    copies of one file, and the dynamic loader maps each name it is given separately: backends
+    registered in a copy libllama does not use stay invisible to it ("no backends are loaded").
+    The copy to use is the one already in the process's memory map (by its SONAME)."""
+    for line in _maps():
+        path = Path(line.rsplit(" ", 1)[-1])
+        if path.parent == lib_dir and _GGML_NAME.fullmatch(path.name):
+            return path
+    for name in ("libggml.so.0", "libggml.so"):
+        if (lib_dir / name).exists():
+            return lib_dir / name
+    raise NoCpuBackend(f"no libggml in {lib_dir}")
+
+
+def _maps() -> list[str]:
+    try:
+        return Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return []
+
+
 def cpu_variant() -> str | None:
     """Which CPU variant library the process loaded (e.g. libggml-cpu-icelake.so), or None for
     a build with its CPU backend linked in. Read from the process's own memory map."""
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return None
-    for line in maps.splitlines():
+    for line in _maps():
         name = line.rsplit("/", 1)[-1]
         if name.startswith("libggml-cpu-") and name.endswith(".so"):
             return name

@@ -23,9 +23,12 @@ class Daemon:
         env: dict[str, str] | None = None,
         overrides: tuple[str, ...] = (),
         watchdog_pid: bool = False,
+        program: tuple[str, ...] = (sys.executable, "-m", "gateway.cli"),
+        cwd: Path = REPO,
     ) -> None:
+        """`program` is this checkout's gateway unless a test runs an installed one."""
         self.log = log
-        argv = [sys.executable, "-m", "gateway.cli", "--config", str(config)]
+        argv = [*program, "--config", str(config)]
         for item in ("log.format=json", *overrides):
             argv += ["--set", item]
         argv += ["run", "--allow-test-ops"]
@@ -38,7 +41,7 @@ class Daemon:
             argv,
             stdout=self._out,
             stderr=subprocess.STDOUT,
-            cwd=REPO,
+            cwd=cwd,
             env={**os.environ, **(env or {})},
         )
 

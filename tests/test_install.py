@@ -152,7 +152,7 @@ def test_a_foreign_edge_gateway_on_path_is_neither_replaced_nor_removed(tmp_path
     assert os.readlink(foreign) == "/srv/other/venv/bin/edge-gateway"
 
 
-WHEEL_CACHE = Path.home() / ".cache" / "edge-gateway" / "wheels"
+WHEEL_CACHE = Path.home() / ".cache" / "edge-gateway" / "llama-portable"
 
 
 @pytest.mark.slow
@@ -161,8 +161,9 @@ def test_a_full_install_into_a_temporary_prefix_puts_edge_gateway_on_path(tmp_pa
     makefile = (REPO / "Makefile").read_text()
     llama = re.search(r"(?m)^LLAMA_VERSION := (\S+)$", makefile)
     assert llama is not None
-    if not list(WHEEL_CACHE.glob(f"llama_cpp_python-{llama.group(1)}-*.whl")):
-        pytest.skip(f"no cached llama-cpp-python wheel in {WHEEL_CACHE}: `make venv` builds it")
+    assert list(WHEEL_CACHE.glob(f"llama_cpp_python-{llama.group(1)}-*.whl")), (
+        f"no cached llama-cpp-python wheel in {WHEEL_CACHE}: `make venv` builds it"
+    )
     root = tmp_path / "root"
     dirs = (
         f"PREFIX={root}/opt/edge-gateway",

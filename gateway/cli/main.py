@@ -103,6 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True)
     config_sub.add_parser("check", help="print the effective configuration or every error")
 
+    sub.add_parser(
+        "check-data",
+        help="can this version open the journal and the knowledge base (schema versions)?",
+    )
     schema = sub.add_parser("schema", help="write the JSON Schemas of all wire messages")
     schema.add_argument("--out", type=Path, default=Path("models/schemas"))
     broker.add_parser(sub)
@@ -158,6 +162,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             username=args.username,
             password_file=args.password_file,
         )
+    if command == "check-data":
+        from gateway.cli.data import check_data
+
+        return check_data(settings)
     if command == "eval":
         from gateway.cli.evaluate import evaluate
 
