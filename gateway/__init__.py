@@ -4,10 +4,11 @@ This package owns the daemon's core, arranged in rooms by concern. Imports go on
 first (tests/test_architecture.py checks it on every `make test`):
 
     models                     wire contracts (pydantic, exported as JSON Schema)
-    gateway.logging, errors, executor, config, bundled, version, bus
-                               foundation: logs, typed errors, the I/O thread, configuration,
-                               the bundled models, the installed release, the transport seam
-                               every adapter implements
+    gateway.logging, errors, storage_schema, executor, config, bundled, llama_backends,
+    version, bus               foundation: logs, typed errors, schema versions of the SQLite
+                               files, the I/O thread, configuration, the bundled models, loading
+                               llama.cpp's CPU backend, the installed release, the transport
+                               seam every adapter implements
     gateway.grounding          the manual's own lines: sentences, quotes, checks, loop guard
     gateway.rag                knowledge base: loaders, chunking, store, search, embeddings
     gateway.worker             the confined llama.cpp worker, its supervisor and the scheduler

@@ -32,6 +32,7 @@ from gateway.ops.health import HealthReporter, LoopLagMonitor
 from gateway.ops.operations import Operations
 from gateway.questions.answer_cache import AnswerCache
 from gateway.questions.answering import Answerer, AnswerPolicy
+from gateway.questions.conversation import Limits
 from gateway.questions.journal import Journal
 from gateway.questions.metrics import Metrics
 from gateway.questions.service import QuestionService
@@ -154,6 +155,11 @@ class Gateway:
                 metrics=self.metrics,
                 scheduler=scheduler,
                 streaming_terminals=frozenset(s.streaming.terminals),
+                conversation=Limits(
+                    max_turns=s.conversation.max_turns,
+                    max_bytes=s.conversation.max_bytes,
+                    max_age_s=s.conversation.max_age_s,
+                ),
             )
             self.service = service
             routes: dict[str, MessageHandler] = {ROUTE_QUESTION: service.on_message}

@@ -112,6 +112,17 @@ class Answer(WireModel):
     kind: Literal["answer"] = "answer"
     question_id: Identifier = Field(description="The question's id (its own or the derived one).")
     terminal_id: Identifier
+    conversation_id: Identifier | None = Field(
+        default=None,
+        description="The question's conversation_id, echoed; null for a question asked alone.",
+    )
+    history_turns: NonNegativeInt = Field(
+        default=0,
+        description=(
+            "How many earlier turns of the conversation were used (0: none, e.g. the first "
+            "question, an expired or unknown conversation, or no conversation_id)."
+        ),
+    )
     text: Annotated[str, Field(max_length=32_768)]
     sources: tuple[Source, ...] = Field(default=(), max_length=32)
     fallback: bool = Field(

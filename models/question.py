@@ -35,6 +35,15 @@ class Question(WireModel):
         ),
     )
     text: QuestionText = Field(description="The question, 1 to 2000 characters.")
+    conversation_id: Identifier | None = Field(
+        default=None,
+        description=(
+            "Makes this question a turn of a conversation: the earlier turns of the same "
+            "conversation of the same terminal take part in retrieval and in the prompt, so "
+            "'and how do I fix it?' follows the question before. Chosen by the terminal; a new "
+            "id starts a new conversation. Without it the question is answered alone."
+        ),
+    )
     stream: bool = Field(
         default=False,
         description=(

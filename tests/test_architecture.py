@@ -25,9 +25,11 @@ ROOMS = (
     "gateway",  # the package itself: its docstring is the map of the rooms
     "gateway.logging",
     "gateway.errors",
+    "gateway.storage_schema",
     "gateway.executor",
     "gateway.config",
     "gateway.bundled",
+    "gateway.llama_backends",
     "gateway.version",
     "gateway.bus",
     "gateway.grounding",

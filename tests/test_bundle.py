@@ -31,6 +31,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from gateway.questions.journal import SCHEMA_VERSION
 from tests.brokers import Mosquitto
 from tests.daemon import REPO, Daemon
 
@@ -247,14 +248,14 @@ def test_bundle_installs_offline_upgrades_and_rolls_back_answering_at_each_step(
     assert second["kind"] == "answer"
 
     # A journal B had migrated to a schema A does not know: the rollback refuses, B stays.
-    box.set_journal_schema(2)
+    box.set_journal_schema(SCHEMA_VERSION + 1)
     rollback = box.dirs["PREFIX"] / "current" / "install.sh"
     refused = box.script(rollback, "rollback")
     assert refused.returncode != 0
-    assert "has schema 2, written by a newer edge-gateway" in refused.stderr
+    assert f"has schema {SCHEMA_VERSION + 1}, written by a newer edge-gateway" in refused.stderr
     assert f"rollback to {version_a} refused" in refused.stderr
     assert box.current() == f"versions/{version_b}"
-    box.set_journal_schema(1)
+    box.set_journal_schema(SCHEMA_VERSION)
 
     # Rolled back to A: answers again; every question of every version is in the journal.
     rolled = box.script(rollback, "rollback")

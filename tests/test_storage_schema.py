@@ -81,30 +81,69 @@ def test_plan_refuses_a_schema_it_cannot_migrate(tmp_path: Path) -> None:
 # ---- the journal --------------------------------------------------------------------------
 
 
+# The journal as version 1 of the gateway wrote it (and, with user_version 0, as every gateway
+# before schema versions were recorded did): frozen here, as tests/contract/v1 freezes messages.
+V1_LAYOUT = """
+CREATE TABLE questions (
+    terminal_id TEXT NOT NULL, question_id TEXT NOT NULL, bus TEXT NOT NULL,
+    topic TEXT NOT NULL, reply_to TEXT NOT NULL, correlation BLOB, text TEXT NOT NULL,
+    received_at REAL NOT NULL, deadline REAL, state TEXT NOT NULL, reply_kind TEXT, reply BLOB,
+    replied_at REAL, sent_at REAL, model_runs INTEGER NOT NULL DEFAULT 0,
+    deliveries INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (terminal_id, question_id)
+) WITHOUT ROWID;
+CREATE INDEX questions_state ON questions(state, received_at);
+"""
+
+
+def old_journal(path: Path, version: int, question_ids: list[str]) -> None:
+    db = sqlite3.connect(path)
+    db.executescript(V1_LAYOUT)
+    for qid in question_ids:
+        db.execute(
+            "INSERT INTO questions (terminal_id, question_id, bus, topic, reply_to, text,"
+            " received_at, state) VALUES ('t1', ?, 'mqtt', 'q', 'a', 'E203?', ?, 'pending')",
+            (qid, time.time()),
+        )
+    db.execute(f"PRAGMA user_version = {version}")
+    db.commit()
+    db.close()
+
+
 def test_a_new_journal_records_its_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite3"
     Journal(path).close()
-    assert user_version(path) == journal_module.SCHEMA_VERSION == 1
+    assert user_version(path) == journal_module.SCHEMA_VERSION == 2
     assert list(tmp_path.glob("*.bak")) == []
+
+
+def test_a_version_1_journal_is_backed_up_then_migrated_to_conversations(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    old_journal(path, 1, ["q1", "q2"])
+    journal = Journal(path)
+    try:
+        assert journal.record([entry("q1")])[0].outcome.value == "duplicate_pending"
+        assert [e.question_id for e in journal.pending()] == ["q1", "q2"]
+        assert journal.pending()[0].conversation_id is None
+    finally:
+        journal.close()
+    assert user_version(path) == 2
+    (backup,) = tmp_path.glob("j.sqlite3.schema1-*.bak")
+    assert user_version(backup) == 1
+    assert question_ids(backup) == ["q1", "q2"]
 
 
 def test_an_unversioned_journal_is_backed_up_then_migrated_and_keeps_its_questions(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "j.sqlite3"
-    journal = Journal(path)
-    journal.record([entry("q1"), entry("q2")])
-    journal.close()
-    db = sqlite3.connect(path)  # as gateways before schema versions left it: same layout, 0
-    db.execute("PRAGMA user_version = 0")
-    db.close()
+    old_journal(path, 0, ["q1", "q2"])  # as gateways before schema versions left it
 
     journal = Journal(path)
     try:
         assert journal.record([entry("q1")])[0].outcome.value == "duplicate_pending"
     finally:
         journal.close()
-    assert user_version(path) == 1
+    assert user_version(path) == 2
     backups = sorted(tmp_path.glob("j.sqlite3.schema0-*.bak"))
     assert len(backups) == 1
     assert user_version(backups[0]) == 0
@@ -118,12 +157,12 @@ def test_a_journal_of_a_newer_schema_is_refused_and_left_untouched(tmp_path: Pat
     journal.record([entry("q1")])
     journal.close()
     db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version = 2")  # as a newer gateway would leave it
+    db.execute("PRAGMA user_version = 3")  # as a newer gateway would leave it
     db.close()
     before = path.read_bytes()
-    with pytest.raises(SchemaTooNew, match="has schema 2, written by a newer edge-gateway"):
+    with pytest.raises(SchemaTooNew, match="has schema 3, written by a newer edge-gateway"):
         Journal(path)
-    assert user_version(path) == 2
+    assert user_version(path) == 3
     assert path.read_bytes() == before
     assert question_ids(path) == ["q1"]
 

@@ -61,6 +61,7 @@ async def ask(
     timeout_s: float,
     username: str | None = None,
     password: str | None = None,
+    conversation: str | None = None,
 ) -> dict[str, Any]:
     """Publish one question and return the reply (answer or error) as parsed JSON."""
     v5 = settings.mqtt.protocol == "5"
@@ -68,7 +69,10 @@ async def ask(
     own = answer_topic(settings, terminal)
     reply_topic = f"{own}/{question_id}" if v5 else own
     correlation = secrets.token_bytes(16)
-    payload = json.dumps({"id": question_id, "text": text}).encode()
+    question: dict[str, str] = {"id": question_id, "text": text}
+    if conversation is not None:
+        question["conversation_id"] = conversation
+    payload = json.dumps(question).encode()
     properties: Properties | None = None
     if v5:
         properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -98,6 +102,8 @@ async def ask(
 
 def format_answer(answer: Answer) -> str:
     lines = [answer.text, ""]
+    if answer.history_turns:
+        lines.append(f"(follow-up: {answer.history_turns} earlier turn(s) of the conversation)")
     if answer.fallback:
         lines.append("(fallback: the knowledge base has nothing close enough to this question)")
     if answer.sources:
@@ -124,6 +130,7 @@ def ask_command(
     raw: bool,
     username: str | None,
     password_file: Path | None,
+    conversation: str | None = None,
 ) -> int:
 
     password = read_secret_file(password_file).get_secret_value() if password_file else None
@@ -136,6 +143,7 @@ def ask_command(
                 timeout_s=timeout_s,
                 username=username,
                 password=password,
+                conversation=conversation,
             )
         )
     except TimeoutError:

@@ -98,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="print the raw reply JSON")
     ask.add_argument("--username", help="MQTT user name of the terminal")
     ask.add_argument("--password-file", type=Path, help="file holding the terminal's password")
+    ask.add_argument(
+        "--conversation",
+        metavar="ID",
+        help="ask as a turn of this conversation: earlier turns with the same ID give context",
+    )
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
@@ -161,6 +166,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             raw=args.json,
             username=args.username,
             password_file=args.password_file,
+            conversation=args.conversation,
         )
     if command == "check-data":
         from gateway.cli.data import check_data

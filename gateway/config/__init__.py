@@ -11,6 +11,7 @@ every other room may import it. Precedence, highest first: `--set key.path=value
 from gateway.config.answering import (
     AnswerCacheConfig,
     AnswerConfig,
+    ConversationConfig,
     JournalConfig,
     KnowledgeBaseConfig,
     QueueConfig,
@@ -47,6 +48,7 @@ __all__ = [
     "AnswerCacheConfig",
     "AnswerConfig",
     "ConfigFileError",
+    "ConversationConfig",
     "DiagnosisConfig",
     "HealthConfig",
     "JetStreamConfig",

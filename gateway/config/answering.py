@@ -30,6 +30,31 @@ class JournalConfig(Section):
     )
 
 
+class ConversationConfig(Section):
+    """Follow-up questions: the turns a question with a `conversation_id` is answered with."""
+
+    max_turns: int = Field(
+        default=4,
+        ge=0,
+        le=32,
+        description="Earlier turns kept per conversation (oldest dropped first); 0 turns it off.",
+    )
+    max_bytes: int = Field(
+        default=8_192,
+        ge=256,
+        le=262_144,
+        description="Question and answer text kept per conversation; oldest whole turns dropped.",
+    )
+    max_age_s: float = Field(
+        default=1_800.0,
+        gt=0,
+        description=(
+            "A turn older than this is forgotten: a question after a long pause starts afresh "
+            "(a shift change, the next machine)."
+        ),
+    )
+
+
 class KnowledgeBaseConfig(Section):
     path: Path = Field(default=Path("kb.sqlite3"), description="Relative to data_dir.")
     embedding_model: Path | None = Field(

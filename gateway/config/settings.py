@@ -22,6 +22,7 @@ from pydantic_settings import (
 from gateway.config.answering import (
     AnswerCacheConfig,
     AnswerConfig,
+    ConversationConfig,
     JournalConfig,
     KnowledgeBaseConfig,
     QueueConfig,
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     journal: JournalConfig = JournalConfig()
     kb: KnowledgeBaseConfig = KnowledgeBaseConfig()
     answer: AnswerConfig = AnswerConfig()
+    conversation: ConversationConfig = ConversationConfig()
     worker: WorkerConfig = WorkerConfig()
     queue: QueueConfig = QueueConfig()
     answer_cache: AnswerCacheConfig = AnswerCacheConfig()

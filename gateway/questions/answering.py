@@ -47,7 +47,8 @@ from gateway.questions.composing import (
     rank_all,
     sentence_affinities,
 )
-from gateway.questions.prompt import ContextChunk, build_messages
+from gateway.questions.conversation import follow_up_query, prior_chunks
+from gateway.questions.prompt import ContextChunk, EarlierTurn, build_messages
 from gateway.rag.search import Search, SearchHit
 from models.answer import Answer, AnswerCheck, AnswerMode, Source, Usage
 
@@ -178,12 +179,16 @@ class Answerer:
         policy = self.policy
         t0 = time.perf_counter()
         kb_version = await self._kb_version() if self._kb_version is not None else 0
-        if self.cache is not None:
-            hit = self.cache.lookup_exact(ctx.text, kb_version=kb_version, now=time.monotonic())
+        # A follow-up is answered in its conversation's context, which no cached answer shares:
+        # the cache neither answers it nor keeps its answer.
+        cache = self.cache if not ctx.history else None
+        if cache is not None:
+            hit = cache.lookup_exact(ctx.text, kb_version=kb_version, now=time.monotonic())
             if hit is not None:
                 return self._from_cache(ctx, hit, retrieve_s=time.perf_counter() - t0)
-        (vector,) = await self._model.embed([ctx.text])
-        hits = list(await self._search(ctx.text, vector))
+        query = follow_up_query(ctx.text, ctx.history)
+        (vector,) = await self._model.embed([query])
+        hits = list(await self._search(query, vector, prefer=prior_chunks(ctx.history)))
         if on_hits is not None:
             on_hits(hits)
         best = max((h.similarity for h in hits), default=-1.0)
@@ -197,9 +202,9 @@ class Answerer:
             )
             return fallback_answer(ctx, policy.fallback_text, retrieve_s=time.perf_counter() - t0)
         seen = [f"{h.document}\n{h.section}\n{h.text}" for h in hits]
-        unknown = unknown_codes(ctx.text, seen)
+        unknown = unknown_codes(query, seen)
         if best < policy.weak_similarity:
-            unknown += unknown_names(ctx.text, seen)
+            unknown += unknown_names(query, seen)
         if unknown:
             log.info(
                 "answer.fallback",
@@ -211,19 +216,19 @@ class Answerer:
             return fallback_answer(ctx, policy.fallback_text, retrieve_s=time.perf_counter() - t0)
 
         chunk_ids = [h.chunk_id for h in hits]
-        if self.cache is not None:
-            hit = self.cache.lookup(
+        if cache is not None:
+            hit = cache.lookup(
                 ctx.text, vector, chunk_ids, kb_version=kb_version, now=time.monotonic()
             )
             if hit is not None:
                 return self._from_cache(ctx, hit, retrieve_s=time.perf_counter() - t0)
 
         texts = [h.text for h in hits]
-        similarities = await self._sentence_similarities(ctx.text, vector, texts)
-        quotes = choose_quotes(ctx.text, texts, similarities, max_chars=policy.quote_max_chars)
+        similarities = await self._sentence_similarities(query, vector, texts)
+        quotes = choose_quotes(query, texts, similarities, max_chars=policy.quote_max_chars)
         sources = tuple(to_source(h, q) for h, q in zip(hits, quotes, strict=True))
         retrieve_s = time.perf_counter() - t0
-        ranked_quotes = quote_order(ctx.text, [h.similarity for h in hits], quotes)
+        ranked_quotes = quote_order(query, [h.similarity for h in hits], quotes)
         if on_quote is not None and ranked_quotes:
             on_quote(sources[ranked_quotes[0]])
         extractive = self._extractive(hits, quotes, ranked_quotes)
@@ -245,8 +250,8 @@ class Answerer:
             answer = await self._generated(
                 ctx, found, on_token=on_token, before_generate=before_generate
             )
-        if self.cache is not None:
-            self.cache.store(
+        if cache is not None:
+            cache.store(
                 ctx.text, vector, chunk_ids, answer, kb_version=kb_version, now=time.monotonic()
             )
         return answer
@@ -369,11 +374,15 @@ class Answerer:
         """Drop the weakest excerpts until prompt + answer fit the window; say so when it does."""
         budget = self.policy.n_ctx - self.policy.max_tokens
         used = list(chunks)
+        turns = [EarlierTurn(t.question, t.answer) for t in ctx.history]
         while True:
-            messages = build_messages(ctx.text, used)
+            messages = build_messages(ctx.text, used, turns)
             tokens = await self._model.count_tokens(messages)
             if tokens <= budget:
                 break
+            if turns:  # the conversation gives way first, oldest whole turn first
+                turns.pop(0)
+                continue
             if not used:
                 raise ContextOverflow(
                     f"the question alone needs {tokens} prompt tokens; the budget is {budget}",
@@ -382,13 +391,14 @@ class Answerer:
                     question_id=ctx.question_id,
                 )
             used.pop()
-        if len(used) < len(chunks):
+        if len(used) < len(chunks) or len(turns) < len(ctx.history):
             log.info(
                 "answer.context_trimmed",
                 question_id=ctx.question_id,
                 terminal_id=ctx.terminal_id,
                 kept=len(used),
                 dropped=len(chunks) - len(used),
+                turns_dropped=len(ctx.history) - len(turns),
                 prompt_tokens=tokens,
                 budget=budget,
             )

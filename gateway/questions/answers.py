@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import PurePath
 
 from gateway.grounding import Quote
+from gateway.questions.conversation import Turn
 from gateway.rag.search import SearchHit
 from models.answer import Answer, Latency, Source, Usage
 
@@ -20,6 +21,8 @@ class QuestionContext:
     text: str
     received_at: float
     started_at: float
+    history: tuple[Turn, ...] = ()
+    """The earlier turns of the question's conversation, oldest first (none when asked alone)."""
 
 
 def _ms(seconds: float) -> float:

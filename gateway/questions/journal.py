@@ -16,6 +16,7 @@ thread; `gateway.executor.SerialExecutor` provides that thread to the event loop
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -24,35 +25,55 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
+from gateway.questions.conversation import Limits, Turn, within_limits
 from gateway.storage_schema import Step, backup_path, plan
 
-SCHEMA = """
+TURNS = """
+CREATE TABLE IF NOT EXISTS turns (
+    terminal_id     TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    question_id     TEXT NOT NULL,
+    question        TEXT NOT NULL,
+    answer          TEXT NOT NULL,
+    cited           TEXT NOT NULL,
+    at              REAL NOT NULL,
+    PRIMARY KEY (terminal_id, conversation_id, question_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS turns_by_time ON turns(terminal_id, conversation_id, at);
+"""
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS questions (
-    terminal_id   TEXT NOT NULL,
-    question_id   TEXT NOT NULL,
-    bus           TEXT NOT NULL,
-    topic         TEXT NOT NULL,
-    reply_to      TEXT NOT NULL,
-    correlation   BLOB,
-    text          TEXT NOT NULL,
-    received_at   REAL NOT NULL,
-    deadline      REAL,
-    state         TEXT NOT NULL,
-    reply_kind    TEXT,
-    reply         BLOB,
-    replied_at    REAL,
-    sent_at       REAL,
-    model_runs    INTEGER NOT NULL DEFAULT 0,
-    deliveries    INTEGER NOT NULL DEFAULT 1,
+    terminal_id     TEXT NOT NULL,
+    question_id     TEXT NOT NULL,
+    bus             TEXT NOT NULL,
+    topic           TEXT NOT NULL,
+    reply_to        TEXT NOT NULL,
+    correlation     BLOB,
+    text            TEXT NOT NULL,
+    received_at     REAL NOT NULL,
+    deadline        REAL,
+    state           TEXT NOT NULL,
+    reply_kind      TEXT,
+    reply           BLOB,
+    replied_at      REAL,
+    sent_at         REAL,
+    model_runs      INTEGER NOT NULL DEFAULT 0,
+    deliveries      INTEGER NOT NULL DEFAULT 1,
+    conversation_id TEXT,
     PRIMARY KEY (terminal_id, question_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS questions_state ON questions(state, received_at);
 """
-SCHEMA_VERSION = 1
+    + TURNS
+)
+SCHEMA_VERSION = 2
 """Recorded in the file's `PRAGMA user_version` (gateway/storage_schema.py)."""
 MIGRATIONS: dict[int, str] = {
-    # Journals written before the version was recorded (user_version 0) have today's layout.
+    # Journals written before the version was recorded (user_version 0) have version 1's layout.
     0: "",
+    # 2: conversations (a question's conversation_id, and the turns kept per conversation).
+    1: "ALTER TABLE questions ADD COLUMN conversation_id TEXT;" + TURNS,
 }
 """from-version -> the SQL taking a journal one version forward."""
 
@@ -80,6 +101,8 @@ class JournalEntry:
     deadline: float | None
     stream: bool = False
     """Send partial answers. Not stored: a question answered after a restart gets none."""
+    conversation_id: str | None = None
+    """The conversation this question continues (gateway/questions/conversation.py)."""
     named: bool = True
     """The id is the terminal's own (or the bus's message id). False when the gateway derived
     it from the payload or correlation data: the same text asked again is then a new question
@@ -103,6 +126,15 @@ class RecordOutcome(StrEnum):
 class Recorded:
     outcome: RecordOutcome
     reply: StoredReply | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRecord:
+    """A turn to store with its answer, and how many turns its conversation keeps."""
+
+    conversation_id: str
+    turn: Turn
+    keep: int
 
 
 class Journal:
@@ -181,12 +213,13 @@ class Journal:
             # "how often did the model run for this id" stays true across refusals and crashes.
             self._db.execute(
                 "INSERT INTO questions (terminal_id, question_id, bus, topic, reply_to,"
-                " correlation, text, received_at, deadline, state)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?)"
+                " correlation, text, received_at, deadline, state, conversation_id)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT (terminal_id, question_id) DO UPDATE SET bus=excluded.bus,"
                 " topic=excluded.topic, reply_to=excluded.reply_to,"
                 " correlation=excluded.correlation, text=excluded.text,"
                 " received_at=excluded.received_at, deadline=excluded.deadline,"
+                " conversation_id=excluded.conversation_id,"
                 " state=excluded.state, reply_kind=NULL, reply=NULL, replied_at=NULL,"
                 " sent_at=NULL, deliveries=deliveries + 1",
                 (
@@ -200,6 +233,7 @@ class Journal:
                     e.received_at,
                     e.deadline,
                     QuestionState.PENDING,
+                    e.conversation_id,
                 ),
             )
             return Recorded(RecordOutcome.NEW)
@@ -244,8 +278,13 @@ class Journal:
         kind: Literal["answer", "error"],
         payload: bytes,
         final: bool = True,
+        turn: TurnRecord | None = None,
     ) -> None:
-        """Store the reply before it is published; a non-final (retryable) reply frees the id."""
+        """Store the reply before it is published; a non-final (retryable) reply frees the id.
+
+        An answer in a conversation stores its turn in the same transaction, so a crash never
+        leaves an answer the conversation does not know, nor a turn without its answer; only the
+        newest `keep` turns of the conversation stay."""
         state = QuestionState.ANSWERED if final else QuestionState.REFUSED
         with self._transaction():
             self._db.execute(
@@ -253,6 +292,41 @@ class Journal:
                 " WHERE terminal_id=? AND question_id=?",
                 (state, kind, payload, time.time(), terminal_id, question_id),
             )
+            if turn is not None:
+                self._store_turn(terminal_id, turn)
+
+    def _store_turn(self, terminal_id: str, record: TurnRecord) -> None:
+        t = record.turn
+        self._db.execute(
+            "INSERT OR REPLACE INTO turns (terminal_id, conversation_id, question_id, question,"
+            " answer, cited, at) VALUES (?,?,?,?,?,?,?)",
+            (terminal_id, record.conversation_id, t.question_id, t.question, t.answer,
+             json.dumps(list(t.cited)), t.at),
+        )  # fmt: skip
+        self._db.execute(
+            "DELETE FROM turns WHERE terminal_id=? AND conversation_id=? AND question_id NOT IN"
+            " (SELECT question_id FROM turns WHERE terminal_id=? AND conversation_id=?"
+            "  ORDER BY at DESC LIMIT ?)",
+            (terminal_id, record.conversation_id, terminal_id, record.conversation_id,
+             record.keep),
+        )  # fmt: skip
+
+    def conversation(
+        self, terminal_id: str, conversation_id: str, limits: Limits, now: float
+    ) -> list[Turn]:
+        """The turns a question of this conversation is answered with, oldest first (see
+        `conversation.within_limits`). Keyed by the terminal taken from the topic or subject:
+        another terminal naming the same conversation id reads nothing of it."""
+        rows = self._db.execute(
+            "SELECT question_id, question, answer, cited, at FROM turns"
+            " WHERE terminal_id=? AND conversation_id=? ORDER BY at DESC LIMIT ?",
+            (terminal_id, conversation_id, limits.max_turns),
+        ).fetchall()
+        newest_first = [
+            Turn(str(q), str(text), str(a), tuple(int(c) for c in json.loads(cited)), float(at))
+            for q, text, a, cited, at in rows
+        ]
+        return within_limits(newest_first, limits, now)
 
     def mark_sent(self, terminal_id: str, question_id: str) -> None:
         with self._transaction():
@@ -266,7 +340,8 @@ class Journal:
         """Questions recorded but never answered (e.g. the gateway died): answer them at start."""
         rows = self._db.execute(
             "SELECT terminal_id, question_id, bus, topic, reply_to, correlation, text,"
-            " received_at, deadline FROM questions WHERE state=? ORDER BY received_at",
+            " received_at, deadline, conversation_id FROM questions WHERE state=?"
+            " ORDER BY received_at",
             (QuestionState.PENDING,),
         ).fetchall()
         return [_entry(row) for row in rows]
@@ -287,10 +362,11 @@ class Journal:
         """Replies stored but not confirmed by the broker: publish them again at start."""
         rows = self._db.execute(
             "SELECT terminal_id, question_id, bus, topic, reply_to, correlation, text,"
-            " received_at, deadline, reply FROM questions WHERE state=? ORDER BY received_at",
+            " received_at, deadline, conversation_id, reply FROM questions WHERE state=?"
+            " ORDER BY received_at",
             (QuestionState.ANSWERED,),
         ).fetchall()
-        return [(_entry(row[:9]), bytes(row[9])) for row in rows]
+        return [(_entry(row[:10]), bytes(row[10])) for row in rows]
 
     def model_runs(self, terminal_id: str, question_id: str) -> int:
         row = self._db.execute(
@@ -312,6 +388,7 @@ class Journal:
                 "DELETE FROM questions WHERE state IN (?, ?, ?) AND received_at < ?",
                 (QuestionState.SENT, QuestionState.REFUSED, QuestionState.RELEASED, older_than),
             )
+            self._db.execute("DELETE FROM turns WHERE at < ?", (older_than,))
         return cursor.rowcount
 
     def integrity_ok(self) -> bool:
@@ -331,6 +408,7 @@ def _entry(row: Sequence[object]) -> JournalEntry:
         text=str(row[6]),
         received_at=float(row[7]),  # type: ignore[arg-type]
         deadline=float(row[8]) if row[8] is not None else None,  # type: ignore[arg-type]
+        conversation_id=str(row[9]) if row[9] is not None else None,
     )
 
 

@@ -10,6 +10,7 @@ redelivers a question whose answer the terminal already has, nor forgets one it 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -19,7 +20,7 @@ import structlog
 from gateway.bus import BusAdapter, InboundMessage, ReplyAddress
 from gateway.executor import SerialExecutor
 from gateway.logging import get_logger
-from gateway.questions.journal import Journal, JournalEntry
+from gateway.questions.journal import Journal, JournalEntry, TurnRecord
 from models.errors import ErrorCode, ErrorReply
 
 log = get_logger(__name__)
@@ -68,15 +69,19 @@ class Outbox:
         payload: bytes,
         *,
         final: bool,
+        turn: TurnRecord | None = None,
     ) -> None:
         """Store, then publish, then mark sent: a crash anywhere leaves a state `recover` fixes."""
         await self._io.run(
-            self._journal.record_reply,
-            entry.terminal_id,
-            entry.question_id,
-            kind=kind,
-            payload=payload,
-            final=final,
+            functools.partial(
+                self._journal.record_reply,
+                entry.terminal_id,
+                entry.question_id,
+                kind=kind,
+                payload=payload,
+                final=final,
+                turn=turn,
+            )
         )
         sent = await self.send(
             ReplyAddress(entry.bus, entry.reply_to, entry.correlation),

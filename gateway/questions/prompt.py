@@ -35,8 +35,25 @@ class ContextChunk:
 
 
 def neutralise(text: str) -> str:
-    """Keep an excerpt from opening or closing a fence of its own."""
-    return text.replace("<excerpt", "&lt;excerpt").replace("</excerpt", "&lt;/excerpt")
+    """Keep an excerpt or a turn from opening or closing a fence of its own."""
+    for tag in ("excerpt", "turn"):
+        text = text.replace(f"<{tag}", f"&lt;{tag}").replace(f"</{tag}", f"&lt;/{tag}")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class EarlierTurn:
+    """A question of the same conversation answered before, and its answer."""
+
+    question: str
+    answer: str
+
+
+def render_turn(number: int, turn: EarlierTurn) -> str:
+    return (
+        f'<turn n="{number}">\nQuestion: {neutralise(turn.question.strip())}\n'
+        f"Answer: {neutralise(turn.answer.strip())}\n</turn>"
+    )
 
 
 def render_excerpt(chunk: ContextChunk) -> str:
@@ -49,10 +66,23 @@ def render_excerpt(chunk: ContextChunk) -> str:
     )
 
 
-def build_messages(question: str, chunks: Sequence[ContextChunk]) -> list[dict[str, str]]:
-    """Chat messages for the worker's chat template: system rules, excerpts, then the question."""
+def build_messages(
+    question: str, chunks: Sequence[ContextChunk], history: Sequence[EarlierTurn] = ()
+) -> list[dict[str, str]]:
+    """Chat messages for the worker's chat template: system rules, the conversation so far,
+    excerpts, then the question.
+
+    The earlier turns come first, so the turns of one conversation share the longest prompt
+    prefix the worker can reuse (turn 3's prompt begins as turn 2's did). They are fenced
+    data like the excerpts: a question typed earlier cannot instruct the model either."""
     excerpts = "\n\n".join(render_excerpt(c) for c in chunks)
     user = f"Documentation excerpts:\n\n{excerpts}\n\nQuestion: {question.strip()}"
+    if history:
+        turns = "\n\n".join(render_turn(i + 1, t) for i, t in enumerate(history))
+        user = (
+            "Earlier in this conversation (for what the question refers to; answer only from "
+            f"the excerpts):\n\n{turns}\n\n{user}"
+        )
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": user},

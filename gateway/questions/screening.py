@@ -88,6 +88,7 @@ def screen(
         received_at=inbound.received_at,
         deadline=(inbound.received_at + inbound.expiry_s) if inbound.expiry_s else None,
         stream=decoded.stream or terminal in streaming_terminals,
+        conversation_id=decoded.conversation_id,
         named=decoded.id is not None
         or (inbound.message_id is not None and is_identifier(inbound.message_id)),
     )

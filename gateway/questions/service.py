@@ -27,12 +27,14 @@ from gateway.executor import SerialExecutor
 from gateway.logging import get_logger
 from gateway.questions.answering import Answerer
 from gateway.questions.answers import QuestionContext, fallback_answer
+from gateway.questions.conversation import NO_CONVERSATIONS, Limits
 from gateway.questions.journal import Journal, JournalEntry, Recorded, RecordOutcome
 from gateway.questions.metrics import Metrics
 from gateway.questions.outbox import Outbox, error_reply, settle_one
 from gateway.questions.ratelimit import RateLimiter
 from gateway.questions.screening import Accepted, Refused, screen
-from gateway.questions.streaming import PartialStream
+from gateway.questions.streaming import partial_stream
+from gateway.questions.turns import ConversationTurns
 from gateway.worker.scheduler import Lane, PriorityScheduler
 from models.errors import ErrorCode
 
@@ -58,8 +60,10 @@ class QuestionService:
         metrics: Metrics,
         scheduler: PriorityScheduler | None = None,
         streaming_terminals: frozenset[str] = frozenset(),
+        conversation: Limits = NO_CONVERSATIONS,
     ) -> None:
         self._adapters = adapters
+        self._turns = ConversationTurns(journal, journal_io, conversation)
         self._journal = journal
         self._io = journal_io
         self._answerer = answerer
@@ -357,19 +361,21 @@ class QuestionService:
             message = "the question's message expiry passed before it could be answered"
             await self._reply_error(entry, ErrorCode.EXPIRED, message, retryable=False)
             return
+        history = await self._turns.history(entry, now)
         ctx = QuestionContext(
             question_id=entry.question_id,
             terminal_id=entry.terminal_id,
             text=entry.text,
             received_at=entry.received_at,
             started_at=now,
+            history=tuple(history),
         )
 
         async def count_run() -> None:
             self.metrics.model_runs += 1
             await self._io.run(self._journal.note_model_run, entry.terminal_id, entry.question_id)
 
-        partials = self._partial_stream(entry)
+        partials = partial_stream(self._adapters.get(entry.bus), entry)
         try:
             answer = await self._answerer.answer(
                 ctx,
@@ -412,20 +418,15 @@ class QuestionService:
             completion_tokens=answer.usage.completion_tokens,
             grounded=answer.grounded,
         )
-        await self._outbox.deliver(entry, "answer", answer.model_dump_json().encode(), final=True)
-
-    def _partial_stream(self, entry: JournalEntry) -> PartialStream | None:
-        """Partials for this question, if it asked for them and its bus is here."""
-        adapter = self._adapters.get(entry.bus)
-        if not entry.stream or adapter is None:
-            return None
-        topic = adapter.partial_topic(entry.terminal_id, entry.reply_to)
-        correlation = entry.correlation
-
-        def publish(payload: bytes) -> bool:
-            return adapter.publish_partial(topic, payload, correlation_data=correlation)
-
-        return PartialStream(publish, question_id=entry.question_id, terminal_id=entry.terminal_id)
+        turn = None
+        if entry.conversation_id is not None:
+            answer = answer.model_copy(
+                update={"conversation_id": entry.conversation_id, "history_turns": len(history)}
+            )
+            turn = self._turns.record(entry, answer)
+        await self._outbox.deliver(
+            entry, "answer", answer.model_dump_json().encode(), final=True, turn=turn
+        )
 
     async def drain(self, timeout_s: float) -> bool:
         """Let the answer in progress finish (bounded); queued questions stay pending in the

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from gateway.bus import BusAdapter
 from gateway.logging import get_logger
+from gateway.questions.journal import JournalEntry
 from models.answer import PartialAnswer, Source
 
 log = get_logger(__name__)
@@ -98,3 +100,16 @@ class PartialStream:
         except Exception as exc:  # a courtesy must never fail the answer
             log.warning("answer.partial_failed", question_id=self._question_id, error=repr(exc))
             return False
+
+
+def partial_stream(adapter: BusAdapter | None, entry: JournalEntry) -> PartialStream | None:
+    """Partials for this question, if it asked for them and its bus is here."""
+    if not entry.stream or adapter is None:
+        return None
+    topic = adapter.partial_topic(entry.terminal_id, entry.reply_to)
+    correlation = entry.correlation
+
+    def publish(payload: bytes) -> bool:
+        return adapter.publish_partial(topic, payload, correlation_data=correlation)
+
+    return PartialStream(publish, question_id=entry.question_id, terminal_id=entry.terminal_id)

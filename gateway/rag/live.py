@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,9 +43,11 @@ class LiveKnowledgeBase:
                 total += path.stat().st_size
         return total
 
-    async def search(self, text: str, vector: Sequence[float]) -> Sequence[SearchHit]:
+    async def search(
+        self, text: str, vector: Sequence[float], /, *, prefer: Sequence[int] = ()
+    ) -> Sequence[SearchHit]:
         hits: Sequence[SearchHit] = await self._io.run(
-            self._kb.search, text, vector, top_k=self.top_k
+            functools.partial(self._kb.search, text, vector, top_k=self.top_k, prefer=prefer)
         )
         return hits
 

@@ -6,7 +6,7 @@ object of this shape and the rooms above never depend on how the store is built.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Protocol
 
 
@@ -25,5 +25,12 @@ class SearchHit(Protocol):
     def similarity(self) -> float: ...
 
 
-Search = Callable[[str, Sequence[float]], Awaitable[Sequence[SearchHit]]]
-"""(question text, question vector) -> hits, best first."""
+class Search(Protocol):
+    """(question text, question vector) -> hits, best first.
+
+    `prefer`: chunk ids that take part in the fusion as a ranked list of their own (the chunks
+    a conversation cited before, gateway/questions/conversation.py)."""
+
+    def __call__(
+        self, text: str, vector: Sequence[float], /, *, prefer: Sequence[int] = ()
+    ) -> Awaitable[Sequence[SearchHit]]: ...

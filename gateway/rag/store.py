@@ -284,8 +284,13 @@ class KnowledgeBase:
         *,
         top_k: int,
         candidates: int = 50,
+        prefer: Sequence[int] = (),
     ) -> list[Hit]:
-        """Hybrid search: KNN + BM25 fused by reciprocal rank fusion; best first."""
+        """Hybrid search: KNN + BM25 fused by reciprocal rank fusion; best first.
+
+        `prefer` is a third ranking in the fusion (chunks a conversation cited before): a
+        preferred chunk the query also finds rises, one it does not find competes on one list
+        against hits found by two."""
         if top_k <= 0:
             return []
         candidates = max(candidates, top_k)
@@ -297,7 +302,7 @@ class KnowledgeBase:
             index = self._current_index(conn)
             vector_ranked = index.nearest(query, candidates)
             by_keyword = keyword_ranked(conn, terms, len(index), candidates)
-            fused = reciprocal_rank_fusion(vector_ranked, by_keyword)[:top_k]
+            fused = reciprocal_rank_fusion(vector_ranked, by_keyword, list(prefer))[:top_k]
             if not fused:
                 return []
             ids = [chunk_id for chunk_id, _ in fused]
