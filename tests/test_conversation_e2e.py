@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from gateway.cli.ask import ask
 from gateway.config import Settings
 from tests.brokers import Mosquitto
 from tests.conftest import SettingsFactory
-from tests.daemon import Daemon
+from tests.daemon import REPO, Daemon
 from tests.faults.conftest import write_gateway_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -107,3 +109,32 @@ def test_follow_ups_retrieve_the_conversation_s_sections_across_a_gateway_kill(
         assert not in_conversation["cached"]
     finally:
         assert daemon.stop() == 0
+
+
+def test_chat_holds_one_conversation_a_question_per_line(
+    gateway: tuple[Settings, Path], tmp_path: Path
+) -> None:
+    _, config = gateway
+    daemon = Daemon(config, tmp_path / "gw.log")
+    try:
+        daemon.wait_event("gateway.ready", 120)
+        chat = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "--config", str(config), "chat",
+             "--terminal", "t9", "--timeout", "240"],
+            input=f"{FIRST}\n{FIX}\n\nnot asked: the empty line ended the chat\n",
+            capture_output=True, text=True, timeout=600, check=False, cwd=REPO,
+        )  # fmt: skip
+    finally:
+        assert daemon.stop() == 0
+    assert chat.returncode == 0, chat.stderr
+    header = chat.stdout.splitlines()[0]
+    assert header.startswith("conversation chat-"), chat.stdout
+    assert header.endswith("as terminal t9; an empty line ends it")
+    _, first, second, last = chat.stdout.split("\n> ")  # the prompt before each line read
+    assert "E203 Hydraulic pressure low" in first
+    assert "(follow-up" not in first
+    assert "(follow-up: 1 earlier turn(s) of the conversation)" in second
+    assert "Acknowledge E203 with RESET" in second
+    assert last == ""  # the empty line ended it: nothing after was asked
+    answered = [e for e in daemon.events() if e.get("event") == "question.answered"]
+    assert len(answered) == 2

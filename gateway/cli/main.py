@@ -104,6 +104,15 @@ def _parser() -> argparse.ArgumentParser:
         help="ask as a turn of this conversation: earlier turns with the same ID give context",
     )
 
+    chat = sub.add_parser(
+        "chat", help="hold one conversation over MQTT: a question per line, follow-ups in context"
+    )
+    chat.add_argument("--terminal", default="cli", help="terminal id to ask as (default: cli)")
+    chat.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per answer")
+    chat.add_argument("--conversation", metavar="ID", help="continue this conversation")
+    chat.add_argument("--username", help="MQTT user name of the terminal")
+    chat.add_argument("--password-file", type=Path, help="file holding the terminal's password")
+
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     config_sub.add_parser("check", help="print the effective configuration or every error")
@@ -155,19 +164,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _run(settings, allow_test_ops=args.allow_test_ops, reload=lambda: _load(args))
     if command in ("config", "schema", "broker"):
         return _dispatch_tools(args, settings)
-    if command == "ask":
-        from gateway.cli.ask import ask_command
-
-        return ask_command(
-            settings,
-            args.question,
-            terminal=args.terminal,
-            timeout_s=args.timeout,
-            raw=args.json,
-            username=args.username,
-            password_file=args.password_file,
-            conversation=args.conversation,
-        )
+    if command in ("ask", "chat"):
+        return _dispatch_terminal(args, settings)
     if command == "check-data":
         from gateway.cli.data import check_data
 
@@ -179,6 +177,31 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             settings, args.questions, modes=args.modes or [settings.answer.mode], out=args.out
         )
     return _dispatch_kb(args, settings)
+
+
+def _dispatch_terminal(args: argparse.Namespace, settings: Settings) -> int:
+    """The commands that talk to a running gateway as a terminal does."""
+    from gateway.cli.ask import ask_command, chat_command
+
+    if args.command == "chat":
+        return chat_command(
+            settings,
+            terminal=args.terminal,
+            timeout_s=args.timeout,
+            username=args.username,
+            password_file=args.password_file,
+            conversation=args.conversation,
+        )
+    return ask_command(
+        settings,
+        args.question,
+        terminal=args.terminal,
+        timeout_s=args.timeout,
+        raw=args.json,
+        username=args.username,
+        password_file=args.password_file,
+        conversation=args.conversation,
+    )
 
 
 def _dispatch_tools(args: argparse.Namespace, settings: Settings) -> int:
