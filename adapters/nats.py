@@ -6,7 +6,8 @@ crash and is redelivered until a gateway has *answered* it. Either way several i
 the load through the server (queue group / one durable consumer), never through our own code.
 
 Reconnect is unlimited (`max_reconnect_attempts=-1`): nats-py's default gives up after 60
-attempts x 2 s, after which a plant box would stay deaf until someone restarts it.
+attempts x 2 s, after which a plant box would stay deaf until someone restarts it. Conversation
+turns are shared through a key-value bucket (conversation_kv.py).
 
 Reply subjects are chosen by the requester, so, as with MQTT's response topic, one is honoured
 only inside the terminal's own answer subject or under a configured reply prefix (default
@@ -31,6 +32,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from adapters.conversation_kv import NatsConversationStore, open_shared_turns
 from gateway.bus import (
     ROUTE_QUESTION,
     InboundMessage,
@@ -87,12 +89,13 @@ class NatsAdapter:
         retained_subjects: Sequence[str] = (),
         state_stream: str | None = None,
         max_partial_backlog: int = 64,
+        conversations: tuple[str, float] | None = None,
     ) -> None:
         """`subscriptions`: extra routes (device events, the gateways' status and diagnoses),
         core subscriptions in both modes (in the queue group when `shared`): events are
         coalesced and re-sent by devices, so at-most-once is the right price for not journaling
-        a flood. `retained_subjects` (JetStream mode): kept as
-        last values in `state_stream`, NATS's equivalent of MQTT retained messages."""
+        a flood. `retained_subjects` (JetStream mode): kept as last values in `state_stream`,
+        NATS's equivalent of MQTT retained messages."""
         self._cfg = cfg
         self._subscriptions = tuple(subscriptions)
         self._retained_subjects = list(retained_subjects)
@@ -117,6 +120,8 @@ class NatsAdapter:
         self._partials: set[asyncio.Task[None]] = set()
         self._max_partials = max_partial_backlog
         self._jetstream: Any = None  # adapters.jetstream.JetStreamIntake, imported lazily
+        self._conversations = conversations  # (bucket, ttl_s) of the shared turns
+        self.conversations: NatsConversationStore | None = None  # once connected, if JetStream
 
     # ---- BusAdapter -------------------------------------------------------------------------
 
@@ -149,6 +154,8 @@ class NatsAdapter:
             )
             await self._jetstream.start()
         await self._subscribe_routes()
+        if self._conversations is not None:
+            self.conversations = await open_shared_turns(self._nc, *self._conversations, self._cfg)
         await self._publish_status()
 
     async def publish(

@@ -36,6 +36,7 @@ from gateway.questions.conversation import Limits
 from gateway.questions.journal import Journal
 from gateway.questions.metrics import Metrics
 from gateway.questions.service import QuestionService
+from gateway.questions.turns import SharedTurns
 from gateway.rag.live import LiveKnowledgeBase
 from gateway.rag.opening import generation_model_path, open_knowledge_base
 from gateway.version import package_version
@@ -160,6 +161,7 @@ class Gateway:
                     max_bytes=s.conversation.max_bytes,
                     max_age_s=s.conversation.max_age_s,
                 ),
+                shared_turns=self._shared_turns,
             )
             self.service = service
             routes: dict[str, MessageHandler] = {ROUTE_QUESTION: service.on_message}
@@ -273,6 +275,11 @@ class Gateway:
         else:
             diagnosis.release("state_replayed")
 
+    def _shared_turns(self) -> SharedTurns | None:
+        """The conversation turns every instance reads: the NATS bucket once connected."""
+        nats = self.adapters.get("nats")
+        return nats.conversations if isinstance(nats, NatsAdapter) else None
+
     def _build_adapters(self) -> None:
         """One adapter per enabled bus; a question is answered on the bus it arrived on."""
         s = self.settings
@@ -315,6 +322,11 @@ class Gateway:
                 retained_subjects=retained,
                 state_stream=s.topic(s.nats.jetstream.state_stream),
                 max_partial_backlog=s.streaming.max_backlog,
+                conversations=(
+                    (s.topic(s.conversation.nats_bucket), s.conversation.max_age_s)
+                    if s.conversation.nats_bucket and s.conversation.max_turns
+                    else None
+                ),
             )
         if not self.adapters:
             log.warning("gateway.no_bus", hint="enable mqtt and/or nats")

@@ -53,6 +53,16 @@ class ConversationConfig(Section):
             "(a shift change, the next machine)."
         ),
     )
+    nats_bucket: str = Field(
+        default="EDGE_{site}_CONVERSATIONS",
+        pattern=r"^[A-Za-z0-9_{}-]*$",
+        max_length=200,
+        description=(
+            "With NATS enabled, the turns are also kept in this JetStream key-value bucket, "
+            "shared by every instance, so a follow-up answered by another instance of the "
+            "queue group keeps its context ({site} allowed; empty: per instance only)."
+        ),
+    )
 
 
 class KnowledgeBaseConfig(Section):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from gateway.bus import BusAdapter, InboundMessage
 from gateway.config import LimitsConfig
@@ -34,7 +34,7 @@ from gateway.questions.outbox import Outbox, error_reply, settle_one
 from gateway.questions.ratelimit import RateLimiter
 from gateway.questions.screening import Accepted, Refused, screen
 from gateway.questions.streaming import partial_stream
-from gateway.questions.turns import ConversationTurns
+from gateway.questions.turns import ConversationTurns, SharedTurns
 from gateway.worker.scheduler import Lane, PriorityScheduler
 from models.errors import ErrorCode
 
@@ -61,9 +61,10 @@ class QuestionService:
         scheduler: PriorityScheduler | None = None,
         streaming_terminals: frozenset[str] = frozenset(),
         conversation: Limits = NO_CONVERSATIONS,
+        shared_turns: Callable[[], SharedTurns | None] = lambda: None,
     ) -> None:
         self._adapters = adapters
-        self._turns = ConversationTurns(journal, journal_io, conversation)
+        self._turns = ConversationTurns(journal, journal_io, conversation, shared_turns)
         self._journal = journal
         self._io = journal_io
         self._answerer = answerer
@@ -427,6 +428,8 @@ class QuestionService:
         await self._outbox.deliver(
             entry, "answer", answer.model_dump_json().encode(), final=True, turn=turn
         )
+        if turn is not None:
+            await self._turns.share(entry, history, turn)
 
     async def drain(self, timeout_s: float) -> bool:
         """Let the answer in progress finish (bounded); queued questions stay pending in the

@@ -9,27 +9,60 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from gateway.executor import SerialExecutor
-from gateway.questions.conversation import Limits, Turn
+from gateway.questions.conversation import Limits, Turn, within_limits
 from gateway.questions.journal import Journal, JournalEntry, TurnRecord
 from models.answer import Answer
 
 
+class SharedTurns(Protocol):
+    """Turns kept where every instance reads them (adapters/conversation_kv.py)."""
+
+    async def load(self, terminal_id: str, conversation_id: str) -> list[Turn] | None: ...
+
+    async def save(self, terminal_id: str, conversation_id: str, turns: Sequence[Turn]) -> bool: ...
+
+
 class ConversationTurns:
-    def __init__(self, journal: Journal, io: SerialExecutor, limits: Limits) -> None:
+    """`shared` is asked each time: the NATS bucket exists only once the adapter connected."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        io: SerialExecutor,
+        limits: Limits,
+        shared: Callable[[], SharedTurns | None] = lambda: None,
+    ) -> None:
         self._journal = journal
         self._io = io
         self.limits = limits
+        self._shared = shared
 
     async def history(self, entry: JournalEntry, now: float) -> list[Turn]:
-        """The earlier turns of the question's conversation (none for a question asked alone)."""
+        """The earlier turns of the question's conversation (none for a question asked alone):
+        this instance's own and the shared ones, merged by question id."""
         if entry.conversation_id is None or self.limits.max_turns == 0:
             return []
-        turns = await self._io.run(
+        own = await self._io.run(
             self._journal.conversation, entry.terminal_id, entry.conversation_id, self.limits, now
         )
-        return [t for t in turns if t.question_id != entry.question_id]
+        shared = self._shared()
+        others = await shared.load(entry.terminal_id, entry.conversation_id) if shared else None
+        merged = {t.question_id: t for t in [*(others or []), *own]}
+        newest_first = sorted(merged.values(), key=lambda t: t.at, reverse=True)
+        kept = within_limits(newest_first, self.limits, now)
+        return [t for t in kept if t.question_id != entry.question_id]
+
+    async def share(self, entry: JournalEntry, history: Sequence[Turn], record: TurnRecord) -> None:
+        """Publish the conversation with its newest turn to the shared store, if there is one."""
+        shared = self._shared()
+        if shared is None:
+            return
+        turns = within_limits([record.turn, *reversed(history)], self.limits, record.turn.at)
+        await shared.save(entry.terminal_id, record.conversation_id, turns)
 
     def record(self, entry: JournalEntry, answer: Answer) -> TurnRecord | None:
         """This answer as the conversation's newest turn, stored with the answer itself."""
