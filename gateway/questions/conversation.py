@@ -5,8 +5,9 @@ question alone names nothing the knowledge base can find. The conversation's ear
 (journal.py keeps them, bounded, per terminal and conversation) supply the subject:
 - the identifiers of the earlier questions (alarm codes, machine ids, part numbers), newest
   first, join the retrieval query, so the follow-up's keywords and vector both point at E203;
-- the chunks the previous answer cited take part in the fusion as a ranked list of their own,
-  so "which part is that?" keeps to the section just shown;
+- the chunks the previous answer referred to, and the other candidates from their documents,
+  take part in the fusion as rankings of their own, so "what should I do about it?" stays in
+  the manual just shown while its own words pick the section;
 - the turns go into the prompt (generative and checked modes), fenced as data like the excerpts.
 Plain functions over plain data; the journal reads and writes the turns.
 """

@@ -28,8 +28,8 @@ class SearchHit(Protocol):
 class Search(Protocol):
     """(question text, question vector) -> hits, best first.
 
-    `prefer`: chunk ids that take part in the fusion as a ranked list of their own (the chunks
-    a conversation cited before, gateway/questions/conversation.py)."""
+    `prefer`: chunk ids a conversation cited before (gateway/questions/conversation.py); they
+    and the other candidates of their documents take part in the fusion."""
 
     def __call__(
         self, text: str, vector: Sequence[float], /, *, prefer: Sequence[int] = ()

@@ -23,7 +23,16 @@ from gateway.logging import configure_logging
 from gateway.rag.embedding_model import resolve_embedding_model
 from gateway.rag.opening import generation_model_path
 from gateway.worker.engine import resolve_threads
-from tests.bench import charts, concurrency, diagnosis, e2e, footprint, prefix, retrieval
+from tests.bench import (
+    charts,
+    concurrency,
+    conversations,
+    diagnosis,
+    e2e,
+    footprint,
+    prefix,
+    retrieval,
+)
 from tests.bench.quality import bench as quality
 from tests.bench.stats import Summary, ratio
 
@@ -231,6 +240,10 @@ def main() -> None:
     parser.add_argument(
         "--only-diagnosis", action="store_true", help="run only the device-event benchmark"
     )
+    parser.add_argument("--skip-conversations", action="store_true")
+    parser.add_argument(
+        "--only-conversations", action="store_true", help="run only the follow-up benchmark"
+    )
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument(
         "--only-quality", action="store_true", help="run only the answer-quality benchmark"
@@ -241,6 +254,17 @@ def main() -> None:
     cache = Path.home() / ".cache" / "edge-gateway" / "bench"
     cache.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
+    conversations_text = ""
+    if not args.skip_conversations:
+        e2e.progress("conversations: follow-ups with and without their context")
+        with tempfile.TemporaryDirectory() as tmp:
+            conv = conversations.run(Path(tmp), cache)
+        conversations_text = "\n".join(conversations.report_lines(conv))
+    if args.only_conversations:
+        text = "\n".join([*header(load), conversations_text])
+        (args.out / "report-conversations.md").write_text(text)
+        print(text)
+        return
     quality_text = ""
     if not args.skip_quality:
         e2e.progress("answer quality: every mode on two document sets")
@@ -319,7 +343,7 @@ def main() -> None:
             *retrieval_lines(retrieval_rows),
         ]
     )
-    text += "\n" + diag_text + "\n" + quality_text
+    text += "\n" + diag_text + "\n" + conversations_text + "\n" + quality_text
     (args.out / "report.md").write_text(text)
     print(text)
 
