@@ -289,10 +289,12 @@ class KnowledgeBase:
         """Hybrid search: KNN + BM25 fused by reciprocal rank fusion; best first.
 
         `prefer` (the chunks a conversation cited before) adds two rankings to the fusion: the
-        candidates from the same documents, in their fused order, and the preferred chunks
-        themselves. A follow-up stays in the manual the conversation is about while its own
-        words still pick the section (measured in `make bench`, section conversations: chunks
-        alone 20 of 26 key facts, documents alone 21, both 22)."""
+        query's own 10 best candidates that come from the same documents, and the preferred
+        chunks themselves. A follow-up stays in the manual the conversation is about while its
+        own words still pick the section. Measured (`make bench`, section conversations, key
+        fact in the answer of 26 follow-ups): the chunks alone 20, every same-document candidate
+        plus the chunks 22 but it lifted unrelated sections of the manual over the maintenance
+        log a follow-up asked about (tests/test_conversation_e2e.py), this 21."""
         if top_k <= 0:
             return []
         candidates = max(candidates, top_k)
@@ -412,13 +414,18 @@ class KnowledgeBase:
             conn.execute("COMMIT")
 
 
+SAME_DOCUMENT_CANDIDATES = 10
+"""Only the query's own best candidates get the same-document boost: a conversation's manual
+must not lift its unrelated sections over another document the follow-up is about."""
+
+
 def _same_documents(
     conn: apsw.Connection, fused: Sequence[tuple[int, float]], prefer: Sequence[int]
 ) -> list[int]:
     """The candidates, in fused order, that belong to a document one of `prefer` is from: a
     follow-up stays in the manual the conversation is about, and the query still picks the
     section within it."""
-    ids = [cid for cid, _ in fused]
+    ids = [cid for cid, _ in fused[:SAME_DOCUMENT_CANDIDATES]]
     if not ids:
         return []
     marks, wanted = ",".join("?" * len(ids)), ",".join("?" * len(prefer))
