@@ -275,3 +275,12 @@ def test_bundle_installs_offline_upgrades_and_rolls_back_answering_at_each_step(
         f"{version_a} (current)",
         f"{version_b} (previous)",
     ]
+
+    # Uninstall: programs, unit and link go; configuration and data stay unless PURGE=1.
+    removed = box.script(box.dirs["PREFIX"] / "current" / "install.sh", "uninstall")
+    assert removed.returncode == 0, removed.stderr
+    assert not box.dirs["PREFIX"].exists()
+    assert not (box.dirs["BINDIR"] / "edge-gateway").is_symlink()
+    assert not (box.dirs["UNITDIR"] / "edge-gateway.service").exists()
+    assert (box.dirs["SYSCONFDIR"] / "gateway.toml").exists()
+    assert box.journal.exists()

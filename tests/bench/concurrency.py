@@ -28,6 +28,9 @@ def _child(spec_path: Path) -> None:
     """Run the prompts of the spec in this process; print one JSON line of timings."""
     import llama_cpp
 
+    from gateway.llama_backends import ensure_cpu_backend
+
+    ensure_cpu_backend()  # the portable wheel loads its CPU backend at run time
     spec = json.loads(spec_path.read_text())
     llm = llama_cpp.Llama(
         model_path=spec["model"],

@@ -20,11 +20,14 @@ its key facts is in the answer text. Latency is from the follow-up to its answer
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 from gateway.config import Settings
 from gateway.evaluation.cases import document_matches, fact_present
@@ -47,6 +50,29 @@ REWRITE_PROMPT = (
     "conversation: name the machine, alarm, program or part it refers to. Reply with the "
     "rewritten question only."
 )
+
+
+THIRD_TURN = "Anything else I should check?"
+
+
+class RecordingModel:
+    """The worker, with the prompt figures of its last generation kept for the report."""
+
+    def __init__(self, worker: WorkerSupervisor) -> None:
+        self._worker = worker
+        self.last: tuple[int, int] | None = None  # (prompt tokens, of which evaluated)
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return await self._worker.embed(texts)
+
+    async def count_tokens(self, messages: Sequence[Mapping[str, str]]) -> int:
+        return await self._worker.count_tokens(messages)
+
+    async def generate(self, messages: Sequence[Mapping[str, str]], **kwargs: Any) -> Any:
+        result = await self._worker.generate(messages, **kwargs)
+        evaluated = result.prompt_eval_tokens or result.prompt_tokens
+        self.last = (result.prompt_tokens, evaluated)
+        return result
 
 
 @dataclass(frozen=True)
@@ -118,9 +144,13 @@ async def run_set(settings: Settings, cases: list[FollowUp]) -> dict[str, object
     scores = {v: Score() for v in VARIANTS}
     first_ms: list[float] = []
     rewrites: list[tuple[str, str]] = []
+    prompts: list[tuple[int, int]] = []
     try:
         await worker.start()
-        answerer = Answerer(worker, kb.search, AnswerPolicy.from_settings(settings))
+        policy = AnswerPolicy.from_settings(settings)
+        answerer = Answerer(worker, kb.search, policy)
+        recording = RecordingModel(worker)
+        checked = Answerer(recording, kb.search, dataclasses.replace(policy, mode="checked"))
         for case in cases:
             started = time.perf_counter()
             first = await answerer.answer(context(case.first))
@@ -139,11 +169,25 @@ async def run_set(settings: Settings, cases: list[FollowUp]) -> dict[str, object
                 top = answer.sources[0].document if answer.sources else ""
                 score.document += document_matches(top, case.expected_document)
                 score.fact += fact_present(answer.text, case.key_facts)
+            # Prefix reuse across turns (checked mode, where the model reads the prompt): turn
+            # 3's prompt begins with turn 1 and 2, as turn 2's began with turn 1.
+            turns: list[Turn] = []
+            for text in (case.first, case.follow_up, THIRD_TURN):
+                answer = await checked.answer(context(text, tuple(turns)))
+                turns.append(Turn(text, text, answer.text, cited_chunks(answer), time.time()))
+            if recording.last is not None:
+                prompts.append(recording.last)
     finally:
         await worker.stop()
         await kb.close()
         io.shutdown()
-    return {"n": len(cases), "scores": scores, "first_ms": first_ms, "rewrites": rewrites}
+    return {
+        "n": len(cases),
+        "scores": scores,
+        "first_ms": first_ms,
+        "rewrites": rewrites,
+        "prompts": prompts,
+    }
 
 
 def run(tmp: Path, cache: Path) -> dict[str, dict[str, object]]:
@@ -170,6 +214,7 @@ def report_lines(result: dict[str, dict[str, object]]) -> list[str]:
         n = data["n"]
         scores: dict[str, Score] = data["scores"]  # type: ignore[assignment]
         first_ms: list[float] = data["first_ms"]  # type: ignore[assignment]
+        prompts: list[tuple[int, int]] = data["prompts"]  # type: ignore[assignment]
         lines += [
             f"### {name} ({n} follow-ups)",
             "",
@@ -185,6 +230,12 @@ def report_lines(result: dict[str, dict[str, object]]) -> list[str]:
             f"First questions p50: {median(first_ms):.0f} ms; a follow-up with its context "
             f"(both) / a first question: "
             f"{median(scores['both (shipped)'].latencies_ms) / median(first_ms):.2f}.",
+            "",
+            f"Prefix reuse, checked mode, the third turn of each conversation (a second "
+            f'follow-up, "{THIRD_TURN}"): prompt tokens p50 '
+            f"{median(p for p, _ in prompts) if prompts else 0:.0f}, evaluated p50 "
+            f"{median(e for _, e in prompts) if prompts else 0:.0f} (the rest is the earlier "
+            f"turns' prefix, reused from the KV cache).",
             "",
             "Model rewrites (follow-up -> standalone question), the first three:",
             "",

@@ -347,6 +347,9 @@ prompt budget does, so they get the context window such a deployment needs (the 
 def load_llama(settings: Settings) -> Any:
     import llama_cpp
 
+    from gateway.llama_backends import ensure_cpu_backend
+
+    ensure_cpu_backend()  # the portable wheel loads its CPU backend at run time
     threads = resolve_threads(settings.worker.n_threads)
     return llama_cpp.Llama(
         model_path=str(generation_model_path(settings)),
@@ -412,8 +415,12 @@ def openai_server_with_bridge(
     server = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "llama_cpp.server",
+            "-c",
+            # llama-cpp-python's own server, after loading the portable wheel's CPU backend
+            # (gateway/llama_backends.py), which the server does not do itself.
+            "import runpy, sys; from gateway.llama_backends import ensure_cpu_backend; "
+            "ensure_cpu_backend(); sys.argv[0] = 'llama_cpp.server'; "
+            "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)",
             "--model",
             str(generation_model_path(settings)),
             "--n_ctx",
