@@ -133,8 +133,66 @@ def ask_command(
     password_file: Path | None,
     conversation: str | None = None,
 ) -> int:
-
     password = read_secret_file(password_file).get_secret_value() if password_file else None
+    return _ask_and_print(
+        settings,
+        text,
+        terminal=terminal,
+        timeout_s=timeout_s,
+        username=username,
+        password=password,
+        conversation=conversation,
+        raw=raw,
+    )
+
+
+def chat_command(
+    settings: Settings,
+    *,
+    terminal: str,
+    timeout_s: float,
+    username: str | None,
+    password_file: Path | None,
+    conversation: str | None = None,
+    lines: Iterator[str] | None = None,
+) -> int:
+    """`edge-gateway chat`: one conversation, a question per line, until an empty line or EOF.
+
+    Each question is a turn of the same conversation, so follow-ups ("and how do I fix it?")
+    are answered in its context, as a terminal holding a conversation would ask them."""
+    conversation = conversation or "chat-" + secrets.token_hex(6)
+    password = read_secret_file(password_file).get_secret_value() if password_file else None
+    print(f"conversation {conversation} as terminal {terminal}; an empty line ends it")
+    code = EXIT_OK
+    for line in lines if lines is not None else _prompted_lines():
+        if not line.strip():
+            break
+        result = _ask_and_print(
+            settings,
+            line.strip(),
+            terminal=terminal,
+            timeout_s=timeout_s,
+            username=username,
+            password=password,
+            conversation=conversation,
+        )
+        code = result if result != EXIT_OK else code  # the last failure, after every line
+        print()
+    return code
+
+
+def _ask_and_print(
+    settings: Settings,
+    text: str,
+    *,
+    terminal: str,
+    timeout_s: float,
+    username: str | None,
+    password: str | None,
+    conversation: str | None,
+    raw: bool = False,
+) -> int:
+    """One question, its reply printed (or the error on stderr); the command's exit code."""
     try:
         reply = asyncio.run(
             ask(
@@ -163,58 +221,6 @@ def ask_command(
     if not raw:
         print(format_answer(Answer.model_validate_json(json.dumps(reply), strict=False)))
     return EXIT_OK
-
-
-def chat_command(
-    settings: Settings,
-    *,
-    terminal: str,
-    timeout_s: float,
-    username: str | None,
-    password_file: Path | None,
-    conversation: str | None = None,
-    lines: Iterator[str] | None = None,
-) -> int:
-    """`edge-gateway chat`: one conversation, a question per line, until an empty line or EOF.
-
-    Each question is a turn of the same conversation, so follow-ups ("and how do I fix it?")
-    are answered in its context, as a terminal holding a conversation would ask them."""
-    conversation = conversation or "chat-" + secrets.token_hex(6)
-    password = read_secret_file(password_file).get_secret_value() if password_file else None
-    print(f"conversation {conversation} as terminal {terminal}; an empty line ends it")
-    source = lines if lines is not None else _prompted_lines()
-    code = EXIT_OK
-    for line in source:
-        text = line.strip()
-        if not text:
-            break
-        try:
-            reply = asyncio.run(
-                ask(
-                    settings,
-                    text,
-                    terminal=terminal,
-                    timeout_s=timeout_s,
-                    username=username,
-                    password=password,
-                    conversation=conversation,
-                )
-            )
-        except TimeoutError:
-            print(f"no reply within {timeout_s:.0f} s (is the gateway running?)", file=sys.stderr)
-            code = EXIT_TIMEOUT
-            continue
-        except aiomqtt.MqttError as exc:
-            print(f"MQTT error: {exc}", file=sys.stderr)
-            return EXIT_TIMEOUT
-        if reply.get("kind") == "error":
-            error = ErrorReply.model_validate_json(json.dumps(reply), strict=False)
-            print(f"error [{error.code}]: {error.message}", file=sys.stderr)
-            code = EXIT_ERROR_REPLY
-            continue
-        print(format_answer(Answer.model_validate_json(json.dumps(reply), strict=False)))
-        print()
-    return code
 
 
 def _prompted_lines() -> Iterator[str]:

@@ -20,24 +20,26 @@ from gateway.rag import schema as kb_schema
 def check_data(settings: Settings) -> int:
     from gateway.rag.opening import open_knowledge_base
 
+    def open_journal() -> None:
+        journal.Journal(settings.journal_path).close()
+
+    def open_kb() -> None:
+        open_knowledge_base(settings)[0].close()
+
     failed = False
-    if settings.journal_path.exists():
+    files = (
+        ("journal", settings.journal_path, journal.SCHEMA_VERSION, open_journal),
+        ("knowledge base", settings.kb_path, kb_schema.SCHEMA_VERSION, open_kb),
+    )
+    for what, path, version, opener in files:
+        if not path.exists():
+            print(f"{what} {path}: none yet")
+            continue
         try:
-            journal.Journal(settings.journal_path).close()
-            print(f"journal {settings.journal_path}: schema {journal.SCHEMA_VERSION}, readable")
+            opener()
         except GatewayError as exc:
-            print(f"journal: {exc.message}", file=sys.stderr)
+            print(f"{what}: {exc.message}", file=sys.stderr)
             failed = True
-    else:
-        print(f"journal {settings.journal_path}: none yet")
-    if settings.kb_path.exists():
-        try:
-            kb, _ = open_knowledge_base(settings)
-            kb.close()
-            print(f"knowledge base {settings.kb_path}: schema {kb_schema.SCHEMA_VERSION}, readable")
-        except GatewayError as exc:
-            print(f"knowledge base: {exc.message}", file=sys.stderr)
-            failed = True
-    else:
-        print(f"knowledge base {settings.kb_path}: none yet")
+        else:
+            print(f"{what} {path}: schema {version}, readable")
     return EXIT_FAILED if failed else EXIT_OK

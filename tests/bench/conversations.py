@@ -31,13 +31,10 @@ from typing import Any
 
 from gateway.config import Settings
 from gateway.evaluation.cases import document_matches, fact_present
-from gateway.executor import SerialExecutor
 from gateway.questions.answering import Answerer, AnswerPolicy
 from gateway.questions.answers import QuestionContext
 from gateway.questions.conversation import Turn
 from gateway.questions.turns import cited_chunks
-from gateway.rag.live import LiveKnowledgeBase
-from gateway.rag.opening import generation_model_path, open_knowledge_base
 from gateway.worker.supervisor import WorkerSupervisor
 from models.answer import Answer
 from tests.bench.quality import bench as quality
@@ -131,22 +128,11 @@ async def rewrite(worker: WorkerSupervisor, case: FollowUp, first: Answer) -> st
 
 
 async def run_set(settings: Settings, cases: list[FollowUp]) -> dict[str, object]:
-    io = SerialExecutor("bench-conversations")
-    kb_file, embedding_model = await io.run(open_knowledge_base, settings)
-    kb = LiveKnowledgeBase(kb_file, io, top_k=settings.kb.top_k, chunks=0)
-    await io.run(kb_file.warm)
-    worker = WorkerSupervisor(
-        settings.worker,
-        generation_model=generation_model_path(settings),
-        embedding_model=embedding_model,
-        instance="bench-conversations",
-    )
     scores = {v: Score() for v in VARIANTS}
     first_ms: list[float] = []
     rewrites: list[tuple[str, str]] = []
     prompts: list[tuple[int, int]] = []
-    try:
-        await worker.start()
+    async with quality.worker_and_kb(settings, "bench-conversations") as (worker, kb):
         policy = AnswerPolicy.from_settings(settings)
         answerer = Answerer(worker, kb.search, policy)
         recording = RecordingModel(worker)
@@ -177,10 +163,6 @@ async def run_set(settings: Settings, cases: list[FollowUp]) -> dict[str, object
                 turns.append(Turn(text, text, answer.text, cited_chunks(answer), time.time()))
             if recording.last is not None:
                 prompts.append(recording.last)
-    finally:
-        await worker.stop()
-        await kb.close()
-        io.shutdown()
     return {
         "n": len(cases),
         "scores": scores,

@@ -14,8 +14,10 @@ configured chunking, so the figures also measure ingest and retrieval as a plant
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +67,12 @@ def ingest(settings: Settings, docs: Path) -> None:
         kb.close()
 
 
-async def run_set(settings: Settings, questions: Path) -> dict[str, list[CaseResult]]:
-    cases = load_cases(questions)
-    io = SerialExecutor("bench-kb")
+@contextlib.asynccontextmanager
+async def worker_and_kb(
+    settings: Settings, instance: str
+) -> AsyncIterator[tuple[WorkerSupervisor, LiveKnowledgeBase]]:
+    """The configured knowledge base and a started worker, as the daemon has them."""
+    io = SerialExecutor(instance)
     kb_file, embedding_model = await io.run(open_knowledge_base, settings)
     kb = LiveKnowledgeBase(kb_file, io, top_k=settings.kb.top_k, chunks=0)
     await io.run(kb_file.warm)
@@ -75,11 +80,21 @@ async def run_set(settings: Settings, questions: Path) -> dict[str, list[CaseRes
         settings.worker,
         generation_model=generation_model_path(settings),
         embedding_model=embedding_model,
-        instance="bench-quality",
+        instance=instance,
     )
-    results: dict[str, list[CaseResult]] = {}
     try:
         await worker.start()
+        yield worker, kb
+    finally:
+        await worker.stop()
+        await kb.close()
+        io.shutdown()
+
+
+async def run_set(settings: Settings, questions: Path) -> dict[str, list[CaseResult]]:
+    cases = load_cases(questions)
+    results: dict[str, list[CaseResult]] = {}
+    async with worker_and_kb(settings, "bench-quality") as (worker, kb):
         base = AnswerPolicy.from_settings(settings)
         for label, mode, overrides in MODES:
             policy = dataclasses.replace(base, mode=mode, **overrides)
@@ -91,10 +106,6 @@ async def run_set(settings: Settings, questions: Path) -> dict[str, list[CaseRes
                 f"{time.monotonic() - started:.0f} s",
                 flush=True,
             )
-    finally:
-        await worker.stop()
-        await kb.close()
-        io.shutdown()
     return results
 
 
