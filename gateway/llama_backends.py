@@ -39,6 +39,12 @@ def ensure_cpu_backend() -> tuple[str, ...]:
 @functools.cache
 def _load() -> tuple[str, ...]:
     import llama_cpp
+    from llama_cpp import _logger
+
+    # llama-cpp-python prints every llama.cpp message to stderr until a model is created with
+    # verbose=False; loading the backend would print its "loaded CPU backend" line into every
+    # command's output. The variant chosen is reported by the worker instead (cpu_variant).
+    _logger.set_verbose(False)
 
     lib_dir = Path(llama_cpp.__file__).parent / "lib"
     ggml = ctypes.CDLL(str(_loaded_ggml(lib_dir)))
