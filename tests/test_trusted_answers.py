@@ -193,8 +193,10 @@ async def ask(
     on_quote: Callable[[Any], None] | None = None,
     on_token: Callable[[str], None] | None = None,
 ) -> Answer:
-    async def search(text: str, vector: Sequence[float]) -> Sequence[SearchHit]:
-        return kb.search(text, vector, top_k=4)
+    async def search(
+        text: str, vector: Sequence[float], /, *, prefer: Sequence[int] = ()
+    ) -> Sequence[SearchHit]:
+        return kb.search(text, vector, top_k=4, prefer=prefer)
 
     model = PlantedModel(worker, planted, events if events is not None else [])
     answerer = Answerer(
